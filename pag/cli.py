@@ -1,0 +1,30 @@
+"""The `pag` command line: one installed CLI that Snakemake rules and DVC stages call."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from pag import __version__
+from pag.errors import PagError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="pag")
+def cli() -> None:
+    """Pixel-wise Attentional Gating: data, training, evaluation and paper figures."""
+
+
+def main() -> None:
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except PagError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)

@@ -1,0 +1,29 @@
+"""Datasets: one registry, one sample type, aligned transforms, safe downloads."""
+
+from pag.data.base import (
+    CheckReport,
+    DenseDataset,
+    FetchSpec,
+    RemoteFile,
+    dataset_class,
+    dataset_names,
+    get_dataset,
+    register,
+)
+from pag.data.sample import IGNORE_INDEX, TASKS, Sample, collate_samples, validate_sample
+
+__all__ = [
+    "IGNORE_INDEX",
+    "TASKS",
+    "CheckReport",
+    "DenseDataset",
+    "FetchSpec",
+    "RemoteFile",
+    "Sample",
+    "collate_samples",
+    "dataset_class",
+    "dataset_names",
+    "get_dataset",
+    "register",
+    "validate_sample",
+]

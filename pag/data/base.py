@@ -1,0 +1,151 @@
+"""The dataset base class and the registry through which every dataset is reached by name."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+import torch.utils.data
+
+from pag.data.sample import IGNORE_INDEX, Sample, validate_sample
+from pag.errors import DataError, PagError
+from pag.paths import dataset_dir
+
+Transform = Callable[[Sample], Sample]
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """One downloadable file of a dataset, placed at `<dataset dir>/<filename>`."""
+
+    url: str
+    filename: str
+    size: int | None = None
+    md5: str | None = None
+    sha256: str | None = None
+    extract: bool = False  # unpack with `safe_extract` into the dataset dir after download
+
+
+@dataclass(frozen=True)
+class FetchSpec:
+    """What `pag data fetch` does: download `files`, and/or print `manual` instructions."""
+
+    files: tuple[RemoteFile, ...] = ()
+    manual: str | None = None
+
+
+@dataclass
+class CheckReport:
+    """Problems found by `check`; an empty list means the dataset is ready."""
+
+    dataset: str
+    root: Path
+    problems: list[str] = field(default_factory=list)
+    checked: int = 0
+
+    def add(self, problem: str) -> None:
+        self.problems.append(problem)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+class DenseDataset(torch.utils.data.Dataset):
+    """A split of a dense-prediction dataset; items are `Sample` dicts (see `pag.data.sample`).
+
+    Subclasses set the class attributes and implement `__len__` and `load(index)`; they index
+    their files in `__init__` and raise `DataError` naming the file when the layout is wrong.
+    """
+
+    name: ClassVar[str]
+    splits: ClassVar[tuple[str, ...]]
+    tasks: ClassVar[tuple[str, ...]]  # subset of pag.data.sample.TASKS
+    class_names: ClassVar[tuple[str, ...]] = ()
+    ignore_index: ClassVar[int] = IGNORE_INDEX
+    fetch_spec: ClassVar[FetchSpec] = FetchSpec()
+
+    def __init__(self, root: str | os.PathLike, split: str, transform: Transform | None = None):
+        if split not in self.splits:
+            raise PagError(
+                f"dataset '{self.name}' has no split '{split}'; expected one of {list(self.splits)}"
+            )
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise DataError(
+                f"{self.root}: dataset '{self.name}' not found (no such directory); "
+                f"run `pag data fetch {self.name}` or see README"
+            )
+        self.split = split
+        self.transform = transform
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def load(self, index: int) -> Sample:
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def __getitem__(self, index: int) -> Sample:
+        if not 0 <= index < len(self):
+            raise IndexError(f"{self.name}/{self.split}: index {index} out of range 0..{len(self) - 1}")
+        sample = self.load(index)
+        return self.transform(sample) if self.transform is not None else sample
+
+    @classmethod
+    def check(cls, root: str | os.PathLike, report: CheckReport) -> None:
+        """Verify a prepared dataset: layout, counts, checksums where known, and that every
+        sample decodes and satisfies the sample contract. Adds every problem to `report`."""
+        for split in cls.splits:
+            try:
+                dataset = cls(root, split)
+            except PagError as exc:
+                report.add(f"{split}: {exc}")
+                continue
+            for index in range(len(dataset)):
+                try:
+                    validate_sample(dataset.load(index), num_classes=dataset.num_classes or None)
+                except PagError as exc:
+                    report.add(f"{split}[{index}]: {exc}")
+                report.checked += 1
+
+
+_REGISTRY: dict[str, type[DenseDataset]] = {}
+
+
+def register(cls: type[DenseDataset]) -> type[DenseDataset]:
+    """Class decorator: make a dataset reachable by `get_dataset(cls.name, ...)`."""
+    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
+        raise ValueError(f"dataset name '{cls.name}' registered twice")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def dataset_names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def dataset_class(name: str) -> type[DenseDataset]:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise PagError(f"unknown dataset '{name}'; expected one of {dataset_names()}") from None
+
+
+def get_dataset(
+    name: str,
+    root: str | os.PathLike | None = None,
+    split: str = "train",
+    transform: Transform | None = None,
+    **options,
+) -> DenseDataset:
+    """The dataset `name` under the data root (`root`, else $PAG_DATA, else ./data), as
+    `<root>/<name>`; `options` go to the dataset class (e.g. `layout=` for Stanford-2D-3D)."""
+    cls = dataset_class(name)
+    return cls(dataset_dir(name, root), split, transform=transform, **options)

@@ -1,0 +1,152 @@
+"""The one sample type every dataset returns, so later code never special-cases a dataset.
+
+A sample is a dict. `image` is always present; targets appear when the dataset has them:
+
+==============  ==========================  =============================================
+key             type / shape                meaning
+==============  ==========================  =============================================
+``image``       float32, 3 x H x W          RGB in [0, 1] (normalisation is a transform)
+``semantic``    int64, H x W                class index, ``IGNORE_INDEX`` (255) = ignore
+``depth``       float32, H x W              metres along the optical axis (or ray length
+                                            for panoramas), 0 = invalid
+``normals``     float32, 3 x H x W          unit vectors in the camera frame (x right,
+                                            y down, z forward), all-zero where invalid
+``boundary``    uint8, K x H x W            one binary map per annotator (K >= 1)
+``instance``    int32, K x H x W            region / instance ids per annotator, 0 = none
+``intrinsics``  float32, 3 x 3              pinhole camera matrix, where the camera is known
+``id``          str                         stable identifier of the sample within its split
+==============  ==========================  =============================================
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypedDict
+
+import numpy as np
+import torch
+
+from pag.errors import DataError
+
+IGNORE_INDEX = 255
+TARGET_KEYS = ("semantic", "depth", "normals", "boundary", "instance")
+SPATIAL_KEYS = ("image", *TARGET_KEYS)
+TASKS = ("semantic", "boundary", "depth", "normals")
+
+
+class Sample(TypedDict, total=False):
+    image: torch.Tensor
+    semantic: torch.Tensor
+    depth: torch.Tensor
+    normals: torch.Tensor
+    boundary: torch.Tensor
+    instance: torch.Tensor
+    intrinsics: torch.Tensor
+    id: str
+
+
+def make_sample(
+    sample_id: str,
+    image: np.ndarray,
+    *,
+    semantic: np.ndarray | None = None,
+    depth: np.ndarray | None = None,
+    normals: np.ndarray | None = None,
+    boundary: np.ndarray | None = None,
+    instance: np.ndarray | None = None,
+    intrinsics: np.ndarray | None = None,
+) -> Sample:
+    """Build a sample from decoded numpy arrays in HWC / HW / KHW layout."""
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise DataError(f"{sample_id}: image must be H x W x 3 uint8, got {image.dtype} {image.shape}")
+    out: Sample = {
+        "id": sample_id,
+        "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float() / 255.0,
+    }
+    if semantic is not None:
+        out["semantic"] = torch.from_numpy(np.ascontiguousarray(semantic, dtype=np.int64))
+    if depth is not None:
+        out["depth"] = torch.from_numpy(np.ascontiguousarray(depth, dtype=np.float32))
+    if normals is not None:
+        chw = normals.transpose(2, 0, 1)
+        out["normals"] = torch.from_numpy(np.ascontiguousarray(chw, dtype=np.float32))
+    if boundary is not None:
+        b = boundary[None] if boundary.ndim == 2 else boundary
+        out["boundary"] = torch.from_numpy(np.ascontiguousarray(b, dtype=np.uint8))
+    if instance is not None:
+        i = instance[None] if instance.ndim == 2 else instance
+        out["instance"] = torch.from_numpy(np.ascontiguousarray(i, dtype=np.int32))
+    if intrinsics is not None:
+        out["intrinsics"] = torch.as_tensor(np.asarray(intrinsics, dtype=np.float32))
+    return out
+
+
+_EXPECTED = {
+    "image": (torch.float32, 3),
+    "semantic": (torch.int64, 2),
+    "depth": (torch.float32, 2),
+    "normals": (torch.float32, 3),
+    "boundary": (torch.uint8, 3),
+    "instance": (torch.int32, 3),
+}
+
+
+def validate_sample(sample: dict[str, Any], num_classes: int | None = None) -> None:
+    """Check a sample against the contract above; raise `DataError` naming the key at fault."""
+    sid = sample.get("id", "<no id>")
+    if "image" not in sample:
+        raise DataError(f"{sid}: sample has no 'image'")
+    unknown = set(sample) - {*SPATIAL_KEYS, "intrinsics", "id"}
+    if unknown:
+        raise DataError(f"{sid}: unknown sample keys {sorted(unknown)}")
+    height, width = sample["image"].shape[-2:]
+    for key, (dtype, ndim) in _EXPECTED.items():
+        if key not in sample:
+            continue
+        value = sample[key]
+        if not isinstance(value, torch.Tensor) or value.dtype != dtype or value.ndim != ndim:
+            got = f"{getattr(value, 'dtype', type(value))} with {getattr(value, 'ndim', '?')} dims"
+            raise DataError(f"{sid}: '{key}' must be {dtype} with {ndim} dims, got {got}")
+        if tuple(value.shape[-2:]) != (height, width):
+            raise DataError(
+                f"{sid}: '{key}' is {tuple(value.shape[-2:])}, image is {(height, width)}"
+            )
+    if sample["image"].shape[0] != 3:
+        raise DataError(f"{sid}: 'image' must have 3 channels, got {sample['image'].shape[0]}")
+    if "normals" in sample:
+        n = sample["normals"]
+        if n.shape[0] != 3:
+            raise DataError(f"{sid}: 'normals' must have 3 channels, got {n.shape[0]}")
+        norm = n.norm(dim=0)
+        valid = norm > 0
+        if valid.any() and not torch.allclose(norm[valid], torch.ones(()), atol=1e-3):
+            raise DataError(f"{sid}: 'normals' are not unit vectors where valid")
+    if "depth" in sample:
+        d = sample["depth"]
+        if not torch.isfinite(d).all() or (d < 0).any():
+            raise DataError(f"{sid}: 'depth' must be finite and >= 0 (0 = invalid)")
+    if "semantic" in sample and num_classes is not None:
+        s = sample["semantic"]
+        bad = (s != IGNORE_INDEX) & ((s < 0) | (s >= num_classes))
+        if bad.any():
+            raise DataError(
+                f"{sid}: 'semantic' has labels {sorted(set(s[bad].tolist()))[:5]} outside "
+                f"0..{num_classes - 1} and != {IGNORE_INDEX}"
+            )
+    if "intrinsics" in sample and tuple(sample["intrinsics"].shape) != (3, 3):
+        raise DataError(f"{sid}: 'intrinsics' must be 3 x 3")
+
+
+def collate_samples(batch: list[Sample]) -> dict[str, Any]:
+    """Stack samples into a batch; keys whose shapes differ (e.g. BSDS annotator count) stay lists."""
+    out: dict[str, Any] = {}
+    keys = set(batch[0])
+    for sample in batch[1:]:
+        if set(sample) != keys:
+            raise DataError(f"cannot batch samples with different keys: {sorted(keys)} vs {sorted(sample)}")
+    for key in sorted(keys):
+        values = [s[key] for s in batch]  # type: ignore[literal-required]
+        if isinstance(values[0], torch.Tensor) and all(v.shape == values[0].shape for v in values):
+            out[key] = torch.stack(values)
+        else:
+            out[key] = values
+    return out
