@@ -15,8 +15,13 @@ _CHUNK = 1 << 20
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
-    """Open a temporary file beside `path`; rename it over `path` only if the block succeeds."""
+def atomic_write(
+    path: str | os.PathLike, mode: str = "wb", *, durable: bool = True
+) -> Iterator[IO[Any]]:
+    """Open a temporary file beside `path`; rename it over `path` only if the block succeeds.
+
+    `durable` also fsyncs before the rename (survives power loss, not only crashes); bulk
+    writers of regenerable files whose digests are recorded elsewhere may skip it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -24,7 +29,8 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]
         with os.fdopen(fd, mode) as handle:
             yield handle
             handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -32,8 +38,8 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]
         raise
 
 
-def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
-    with atomic_write(path, "wb") as handle:
+def write_bytes_atomic(path: str | os.PathLike, data: bytes, *, durable: bool = True) -> None:
+    with atomic_write(path, "wb", durable=durable) as handle:
         handle.write(data)
 
 

@@ -66,8 +66,9 @@ def _check_mode(path: Path, file_mode: str, array: np.ndarray, mode: str | None)
     raise DataError(f"{path}: expected a {mode} image, got PIL mode {file_mode} {array.shape}")
 
 
-def encode_png(array: np.ndarray) -> bytes:
-    """PNG bytes for uint8 (H x W or H x W x 3) or uint16 (H x W) arrays; deterministic."""
+def encode_png(array: np.ndarray, compress_level: int = 6) -> bytes:
+    """PNG bytes for uint8 (H x W or H x W x 3) or uint16 (H x W) arrays; deterministic for a
+    given zlib level (1 is about twice as fast as 6 for ~15% larger files)."""
     if array.dtype == np.uint16 and array.ndim == 2:
         img = Image.fromarray(array)
     elif array.dtype == np.uint8 and array.ndim in (2, 3):
@@ -75,7 +76,7 @@ def encode_png(array: np.ndarray) -> bytes:
     else:
         raise ValueError(f"cannot encode {array.dtype} array of shape {array.shape} as PNG")
     buffer = io.BytesIO()
-    img.save(buffer, format="PNG", compress_level=6)
+    img.save(buffer, format="PNG", compress_level=compress_level)
     return buffer.getvalue()
 
 

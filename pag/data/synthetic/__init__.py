@@ -1,0 +1,7 @@
+"""The embedded default dataset: procedural indoor scenes with exact multi-task ground truth."""
+
+from pag.data.synthetic.dataset import SyntheticScenes
+from pag.data.synthetic.generate import SynthParams, generate, render_index, split_of
+from pag.data.synthetic.scene import CLASSES
+
+__all__ = ["CLASSES", "SynthParams", "SyntheticScenes", "generate", "render_index", "split_of"]
