@@ -7,6 +7,7 @@ import sys
 import click
 
 from pag import __version__
+from pag.cli_data import data_group
 from pag.errors import PagError
 
 
@@ -14,6 +15,9 @@ from pag.errors import PagError
 @click.version_option(__version__, prog_name="pag")
 def cli() -> None:
     """Pixel-wise Attentional Gating: data, training, evaluation and paper figures."""
+
+
+cli.add_command(data_group)
 
 
 def main() -> None:

@@ -12,6 +12,9 @@ from pag.data.base import (
 )
 from pag.data.sample import IGNORE_INDEX, TASKS, Sample, collate_samples, validate_sample
 
+# dataset modules register themselves with the registry on import
+from pag.data import synthetic  # noqa: E402, F401  isort: skip
+
 __all__ = [
     "IGNORE_INDEX",
     "TASKS",

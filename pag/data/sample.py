@@ -57,7 +57,9 @@ def make_sample(
 ) -> Sample:
     """Build a sample from decoded numpy arrays in HWC / HW / KHW layout."""
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        raise DataError(f"{sample_id}: image must be H x W x 3 uint8, got {image.dtype} {image.shape}")
+        raise DataError(
+            f"{sample_id}: image must be H x W x 3 uint8, got {image.dtype} {image.shape}"
+        )
     out: Sample = {
         "id": sample_id,
         "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float() / 255.0,
@@ -137,12 +139,14 @@ def validate_sample(sample: dict[str, Any], num_classes: int | None = None) -> N
 
 
 def collate_samples(batch: list[Sample]) -> dict[str, Any]:
-    """Stack samples into a batch; keys whose shapes differ (e.g. BSDS annotator count) stay lists."""
+    """Stack samples into a batch; keys whose shapes differ (BSDS annotator counts) stay lists."""
     out: dict[str, Any] = {}
     keys = set(batch[0])
     for sample in batch[1:]:
         if set(sample) != keys:
-            raise DataError(f"cannot batch samples with different keys: {sorted(keys)} vs {sorted(sample)}")
+            raise DataError(
+                f"cannot batch samples with different keys: {sorted(keys)} vs {sorted(sample)}"
+            )
     for key in sorted(keys):
         values = [s[key] for s in batch]  # type: ignore[literal-required]
         if isinstance(values[0], torch.Tensor) and all(v.shape == values[0].shape for v in values):

@@ -47,7 +47,9 @@ class SyntheticScenes(DenseDataset):
         for entry in self.entries:
             missing = [m for m in MODALITIES if m not in entry["files"]]
             if missing:
-                raise DataError(f"{self.root / 'manifest.json'}: image {entry['id']} lists no {missing}")
+                raise DataError(
+                    f"{self.root / 'manifest.json'}: image {entry['id']} lists no {missing}"
+                )
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -58,14 +60,23 @@ class SyntheticScenes(DenseDataset):
     def load(self, index: int) -> Sample:
         entry = self.entries[index]
         rgb = read_image(self.path(index, "rgb"), mode="RGB")
-        depth = decode_depth(read_image(self.path(index, "depth"), mode="I;16"), self.depth_scale, self.depth_invalid)
+        depth = decode_depth(
+            read_image(self.path(index, "depth"), mode="I;16"), self.depth_scale, self.depth_invalid
+        )
         normals, _ = decode_normals(read_image(self.path(index, "normals"), mode="RGB"))
         semantic = read_image(self.path(index, "semantic"), mode="L")
         instance = read_image(self.path(index, "instance"), mode="I;16")
         boundary = read_image(self.path(index, "boundary"), mode="L") > 127
-        shapes = {m: a.shape[:2] for m, a in zip(MODALITIES, (rgb, depth, normals, semantic, instance, boundary), strict=True)}
+        shapes = {
+            m: a.shape[:2]
+            for m, a in zip(
+                MODALITIES, (rgb, depth, normals, semantic, instance, boundary), strict=True
+            )
+        }
         if len(set(shapes.values())) != 1:
-            raise DataError(f"{self.root}: image {entry['id']} has modalities of different sizes {shapes}")
+            raise DataError(
+                f"{self.root}: image {entry['id']} has modalities of different sizes {shapes}"
+            )
         return make_sample(
             f"{self.split}/{entry['id']}",
             rgb,
@@ -92,6 +103,8 @@ class SyntheticScenes(DenseDataset):
                 if not path.is_file():
                     report.add(f"{path}: missing ({modality} of image {entry['id']})")
                 elif (digest := file_digest(path)) != info["sha256"]:
-                    report.add(f"{path}: sha256 {digest} differs from the manifest's {info['sha256']}")
+                    report.add(
+                        f"{path}: sha256 {digest} differs from the manifest's {info['sha256']}"
+                    )
         if report.ok:
             super().check(root, report)

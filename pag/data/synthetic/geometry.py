@@ -109,14 +109,21 @@ def intersect_sphere(
     point = oc + np.where(hit, t, 0.0)[:, None] * direction
     normal = point / radius
     uv = np.stack(
-        [radius * np.arctan2(normal[:, 1], normal[:, 0]), radius * np.arcsin(np.clip(normal[:, 2], -1, 1))],
+        [
+            radius * np.arctan2(normal[:, 1], normal[:, 0]),
+            radius * np.arcsin(np.clip(normal[:, 2], -1, 1)),
+        ],
         axis=1,
     )
     return Hits(t, normal, uv)
 
 
 def intersect_cylinder(
-    origin: np.ndarray, direction: np.ndarray, radius: float, half_height: float, surface: bool = True
+    origin: np.ndarray,
+    direction: np.ndarray,
+    radius: float,
+    half_height: float,
+    surface: bool = True,
 ) -> Hits:
     """Capped cylinder around the local z axis, from -half_height to +half_height."""
     o = np.broadcast_to(origin, direction.shape)
@@ -149,7 +156,9 @@ def intersect_cylinder(
     normal[:, 1] = np.where(on_cap, 0.0, point[:, 1] / radius)
     normal[:, 2] = np.where(on_cap, np.sign(cap_z), 0.0)
     angle = radius * np.arctan2(point[:, 1], point[:, 0])
-    uv = np.stack([np.where(on_cap, point[:, 0], angle), np.where(on_cap, point[:, 1], point[:, 2])], 1)
+    uv = np.stack(
+        [np.where(on_cap, point[:, 0], angle), np.where(on_cap, point[:, 1], point[:, 2])], 1
+    )
     return Hits(t, normal, uv)
 
 

@@ -126,8 +126,10 @@ def render(scene: Scene) -> Rendering:
             along = point[:, 1] if rect.surface in (2, 3) else point[:, 0]
             inside = (
                 (surface == rect.surface)
-                & (along >= rect.s_range[0]) & (along <= rect.s_range[1])
-                & (point[:, 2] >= rect.z_range[0]) & (point[:, 2] <= rect.z_range[1])
+                & (along >= rect.s_range[0])
+                & (along <= rect.s_range[1])
+                & (point[:, 2] >= rect.z_range[0])
+                & (point[:, 2] <= rect.z_range[1])
             )
             instance[inside] = rect.instance
             window |= inside
@@ -168,7 +170,9 @@ def render(scene: Scene) -> Rendering:
         cosine = np.einsum("ij,ij->i", normal, to_light) / np.sqrt(dist2)
         idx = np.flatnonzero(solid & (cosine > 0))
         visible = ~_occluded(scene, point[idx] + 1e-4 * normal[idx], light)
-        shade[idx[visible]] += intensity * cosine[idx[visible]] * 3.0 / (1.0 + 0.25 * dist2[idx[visible]])
+        shade[idx[visible]] += (
+            intensity * cosine[idx[visible]] * 3.0 / (1.0 + 0.25 * dist2[idx[visible]])
+        )
     radiance = albedo * shade[:, None]
     if solid.any():
         # auto-exposure: the 97th percentile of the brightest channel maps to 0.85

@@ -97,7 +97,9 @@ def yaw_rotation(yaw: float) -> np.ndarray:
     return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
 
 
-def _random_color(rng: np.random.Generator, saturation: tuple[float, float], value: tuple[float, float]):
+def _random_color(
+    rng: np.random.Generator, saturation: tuple[float, float], value: tuple[float, float]
+):
     hue = rng.uniform(0, 1)
     sat = rng.uniform(*saturation)
     val = rng.uniform(*value)
@@ -138,7 +140,11 @@ class SceneBuilder:
         probs, scale, sat, val = _MATERIAL_PRIORS[kind]
         rng = self.rng
         color_a = _random_color(rng, sat, val)
-        color_b = color_a * rng.uniform(0.35, 0.8) if rng.uniform() < 0.6 else _random_color(rng, sat, val)
+        color_b = (
+            color_a * rng.uniform(0.35, 0.8)
+            if rng.uniform() < 0.6
+            else _random_color(rng, sat, val)
+        )
         mat = Material(
             texture=int(rng.choice(len(TEXTURES), p=probs)),
             color_a=color_a,
@@ -161,11 +167,17 @@ class SceneBuilder:
         rng = self.rng
         room = np.array([rng.uniform(3.0, 7.0), rng.uniform(3.0, 8.0), rng.uniform(2.4, 3.2)])
         position = np.array(
-            [rng.uniform(0.5, room[0] - 0.5), rng.uniform(0.5, room[1] - 0.5), rng.uniform(1.0, 1.8)]
+            [
+                rng.uniform(0.5, room[0] - 0.5),
+                rng.uniform(0.5, room[1] - 0.5),
+                rng.uniform(1.0, 1.8),
+            ]
         )
         to_centre = room[:2] / 2 - position[:2]
         yaw = np.arctan2(to_centre[1], to_centre[0]) + rng.uniform(-0.9, 0.9)
-        rotation = camera_rotation(yaw, np.radians(rng.uniform(-30, 5)), np.radians(rng.uniform(-4, 4)))
+        rotation = camera_rotation(
+            yaw, np.radians(rng.uniform(-30, 5)), np.radians(rng.uniform(-4, 4))
+        )
         k = np.array(
             [[self.focal, 0.0, self.width / 2], [0.0, self.focal, self.height / 2], [0.0, 0.0, 1.0]]
         )
@@ -178,7 +190,11 @@ class SceneBuilder:
             camera_rotation=rotation,
             room_materials=(),
         )
-        floor, ceiling, wall = self.material("floor"), self.material("ceiling"), self.material("wall")
+        floor, ceiling, wall = (
+            self.material("floor"),
+            self.material("ceiling"),
+            self.material("wall"),
+        )
         walls = [wall] * 4
         if rng.uniform() < 0.3:  # an accent wall
             walls[rng.integers(4)] = self.material("wall")
@@ -205,9 +221,15 @@ class SceneBuilder:
 
         for index in range(1 if rng.uniform() < 0.6 else 2):
             light = np.array(
-                [rng.uniform(0.3, room[0] - 0.3), rng.uniform(0.3, room[1] - 0.3), room[2] - rng.uniform(0.1, 0.3)]
+                [
+                    rng.uniform(0.3, room[0] - 0.3),
+                    rng.uniform(0.3, room[1] - 0.3),
+                    room[2] - rng.uniform(0.1, 0.3),
+                ]
             )
-            scene.lights.append((light, float(rng.uniform(0.6, 1.0) if index == 0 else rng.uniform(0.3, 0.6))))
+            scene.lights.append(
+                (light, float(rng.uniform(0.6, 1.0) if index == 0 else rng.uniform(0.3, 0.6)))
+            )
         scene.ambient = float(rng.uniform(0.15, 0.35))
         horizon = _random_color(rng, (0.0, 0.2), (0.85, 1.0))
         zenith = _random_color(rng, (0.3, 0.6), (0.7, 1.0))
@@ -284,7 +306,9 @@ class SceneBuilder:
         if spot is not None:
             surface, s = spot
             instance = self.new_instance(CLASS_ID["window"])
-            self.scene.windows.append(WallRect(surface, (s - half_width, s + half_width), (z0, z1), instance))
+            self.scene.windows.append(
+                WallRect(surface, (s - half_width, s + half_width), (z0, z1), instance)
+            )
 
     def add_wall_box(self, kind: str) -> None:
         rng = self.rng
@@ -304,7 +328,9 @@ class SceneBuilder:
         rotation = np.stack([along, normal, _UP], axis=1)
         instance = self.new_instance(CLASS_ID[kind])
         size = np.array([half_width, thickness / 2, (z1 - z0) / 2])
-        panel = Primitive("box", centre, rotation, size, instance, self.material(kind), casts_shadow=False)
+        panel = Primitive(
+            "box", centre, rotation, size, instance, self.material(kind), casts_shadow=False
+        )
         self.scene.primitives.append(panel)
 
     def add_cabinet(self) -> None:
@@ -313,10 +339,14 @@ class SceneBuilder:
         spot = self.floor_spot(float(np.hypot(half[0], half[1])))
         if spot is None:
             return
-        rotation = yaw_rotation(rng.uniform(0, 2 * np.pi) if rng.uniform() < 0.5 else rng.integers(4) * np.pi / 2)
+        rotation = yaw_rotation(
+            rng.uniform(0, 2 * np.pi) if rng.uniform() < 0.5 else rng.integers(4) * np.pi / 2
+        )
         instance = self.new_instance(CLASS_ID["cabinet"])
         centre = np.array([*spot, half[2]])
-        self.scene.primitives.append(Primitive("box", centre, rotation, half, instance, self.material("cabinet")))
+        self.scene.primitives.append(
+            Primitive("box", centre, rotation, half, instance, self.material("cabinet"))
+        )
 
     def add_table(self) -> None:
         rng = self.rng
@@ -344,7 +374,14 @@ class SceneBuilder:
             for sy in (-1, 1):
                 offset = rotation @ np.array([sx * (half_w - inset), sy * (half_d - inset), 0.0])
                 centre = np.array([x, y, leg_half]) + offset
-                leg = Primitive("cylinder", centre, rotation, np.array([leg_radius, leg_half]), instance, material)
+                leg = Primitive(
+                    "cylinder",
+                    centre,
+                    rotation,
+                    np.array([leg_radius, leg_half]),
+                    instance,
+                    material,
+                )
                 self.scene.primitives.append(leg)
         if rng.uniform() < 0.5:  # something on the table
             r = rng.uniform(0.05, 0.15)
@@ -352,7 +389,14 @@ class SceneBuilder:
             centre = np.array([x, y, top_z + r]) + rotation @ np.array([px, py, 0.0])
             cls = CLASS_ID["ball"] if rng.uniform() < 0.5 else CLUTTER
             kind = "ball" if cls == CLASS_ID["ball"] else "clutter"
-            prim = Primitive("sphere", centre, np.eye(3), np.array([r]), self.new_instance(cls), self.material(kind))
+            prim = Primitive(
+                "sphere",
+                centre,
+                np.eye(3),
+                np.array([r]),
+                self.new_instance(cls),
+                self.material(kind),
+            )
             self.scene.primitives.append(prim)
 
     def add_lamp(self) -> None:
@@ -373,14 +417,23 @@ class SceneBuilder:
             ("cylinder", [x, y, pole_top + shade_half], [shade_r, shade_half], shade_material),
         ]
         for kind, centre, size, mat in parts:
-            self.scene.primitives.append(Primitive(kind, np.array(centre), eye, np.array(size), instance, mat))
+            self.scene.primitives.append(
+                Primitive(kind, np.array(centre), eye, np.array(size), instance, mat)
+            )
 
     def add_ball(self) -> None:
         r = self.rng.uniform(0.1, 0.35)
         spot = self.floor_spot(r)
         if spot is not None:
             instance = self.new_instance(CLASS_ID["ball"])
-            prim = Primitive("sphere", np.array([*spot, r]), np.eye(3), np.array([r]), instance, self.material("ball"))
+            prim = Primitive(
+                "sphere",
+                np.array([*spot, r]),
+                np.eye(3),
+                np.array([r]),
+                instance,
+                self.material("ball"),
+            )
             self.scene.primitives.append(prim)
 
     def add_clutter(self) -> None:
@@ -391,8 +444,12 @@ class SceneBuilder:
             if spot is None:
                 return
             prim = Primitive(
-                "box", np.array([*spot, half[2]]), yaw_rotation(rng.uniform(0, 2 * np.pi)), half,
-                self.new_instance(CLUTTER), self.material("clutter"),
+                "box",
+                np.array([*spot, half[2]]),
+                yaw_rotation(rng.uniform(0, 2 * np.pi)),
+                half,
+                self.new_instance(CLUTTER),
+                self.material("clutter"),
             )
         else:
             r = rng.uniform(0.04, 0.12)
@@ -400,7 +457,11 @@ class SceneBuilder:
             if spot is None:
                 return
             prim = Primitive(
-                "sphere", np.array([*spot, r]), np.eye(3), np.array([r]), self.new_instance(CLUTTER),
+                "sphere",
+                np.array([*spot, r]),
+                np.eye(3),
+                np.array([r]),
+                self.new_instance(CLUTTER),
                 self.material("clutter"),
             )
         self.scene.primitives.append(prim)

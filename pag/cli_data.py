@@ -1,0 +1,135 @@
+"""`pag data ...`: generate, download, verify and list datasets."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from pag.paths import data_root, dataset_dir
+
+data_root_option = click.option(
+    "--data-root",
+    "--root",
+    "root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Data root holding <root>/<NAME>; default $PAG_DATA, else data/ in the project.",
+)
+
+
+@click.group("data")
+def data_group() -> None:
+    """Generate, download, verify and list datasets."""
+
+
+@data_group.command("synth")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Output folder; default <data root>/synthetic.",
+)
+@click.option("--num", type=click.IntRange(min=1), required=True, help="Number of images.")
+@click.option("--seed", type=click.IntRange(min=0), required=True, help="Random seed.")
+@click.option(
+    "--start",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Index of the first image (images start..start+num-1).",
+)
+@click.option("--height", type=click.IntRange(min=16), default=96, show_default=True)
+@click.option("--width", type=click.IntRange(min=16), default=128, show_default=True)
+@click.option(
+    "--focal-ratio",
+    type=float,
+    default=0.8,
+    show_default=True,
+    help="Focal length as a fraction of the width.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Parallel worker processes.",
+)
+@data_root_option
+def synth(out, num, seed, start, height, width, focal_ratio, workers, root) -> None:
+    """Render procedural indoor scenes with ground truth for all four tasks."""
+    from pydantic import ValidationError
+
+    from pag.data.synthetic.generate import SynthParams, generate
+    from pag.errors import PagError
+
+    try:
+        params = SynthParams(seed=seed, height=height, width=width, focal_ratio=focal_ratio)
+    except ValidationError as exc:
+        problems = "; ".join(
+            (f"--{e['loc'][0].replace('_', '-')}: " if e["loc"] else "")
+            + e["msg"].removeprefix("Value error, ")
+            for e in exc.errors()
+        )
+        raise PagError(f"invalid generator parameters: {problems}") from None
+    out = out if out is not None else dataset_dir("synthetic", root)
+    manifest = generate(
+        out, num, params, start=start, workers=workers, progress=sys.stderr.isatty()
+    )
+    counts = ", ".join(f"{k} {v}" for k, v in manifest["splits"].items())
+    click.echo(f"wrote images {start}..{start + num - 1} to {out} (manifest: {counts})")
+
+
+@data_group.command("fetch")
+@click.argument("name")
+@data_root_option
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def fetch(name, root, no_progress) -> None:
+    """Download dataset NAME, or print how to get it by hand where a login is needed."""
+    from pag.data import dataset_class
+    from pag.data.download import fetch as fetch_files
+
+    cls = dataset_class(name)
+    target = dataset_dir(name, root)
+    fetch_files(
+        cls.fetch_spec, target, progress=not no_progress and sys.stderr.isatty(), echo=click.echo
+    )
+
+
+@data_group.command("check")
+@click.argument("name")
+@data_root_option
+def check(name, root) -> None:
+    """Verify a prepared dataset: files, counts, checksums where known, every sample decodes."""
+    from pag.data import CheckReport, dataset_class
+
+    cls = dataset_class(name)
+    target = dataset_dir(name, root)
+    report = CheckReport(name, target)
+    if not target.is_dir():
+        report.add(f"{target}: no such directory (run `pag data fetch {name}`)")
+    else:
+        cls.check(target, report)
+    for problem in report.problems:
+        click.echo(f"problem: {problem}", err=True)
+    if not report.ok:
+        click.echo(f"{name}: {len(report.problems)} problem(s) in {target}", err=True)
+        sys.exit(1)
+    click.echo(f"{name}: ok ({report.checked} samples checked in {target})")
+
+
+@data_group.command("list")
+@data_root_option
+def list_datasets(root) -> None:
+    """List the known datasets, their tasks and splits, and whether they are present."""
+    from pag.data import dataset_class, dataset_names
+
+    click.echo(f"data root: {data_root(root)}")
+    for name in dataset_names():
+        cls = dataset_class(name)
+        present = "present" if dataset_dir(name, root).is_dir() else "absent"
+        click.echo(
+            f"{name:14s} tasks={','.join(cls.tasks):34s} splits={','.join(cls.splits):16s} "
+            f"classes={len(cls.class_names):<3d} {present}"
+        )
