@@ -94,7 +94,9 @@ class DenseDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> Sample:
         if not 0 <= index < len(self):
-            raise IndexError(f"{self.name}/{self.split}: index {index} out of range 0..{len(self) - 1}")
+            raise IndexError(
+                f"{self.name}/{self.split}: index {index} out of range 0..{len(self) - 1}"
+            )
         sample = self.load(index)
         return self.transform(sample) if self.transform is not None else sample
 
@@ -102,7 +104,12 @@ class DenseDataset(torch.utils.data.Dataset):
     def check(cls, root: str | os.PathLike, report: CheckReport) -> None:
         """Verify a prepared dataset: layout, counts, checksums where known, and that every
         sample decodes and satisfies the sample contract. Adds every problem to `report`."""
-        for split in cls.splits:
+        cls.check_samples(root, report, cls.splits)
+
+    @classmethod
+    def check_samples(cls, root: str | os.PathLike, report: CheckReport, splits) -> None:
+        """Open each split, then decode and validate every sample, recording each failure."""
+        for split in splits:
             try:
                 dataset = cls(root, split)
             except PagError as exc:

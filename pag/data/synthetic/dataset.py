@@ -106,5 +106,6 @@ class SyntheticScenes(DenseDataset):
                     report.add(
                         f"{path}: sha256 {digest} differs from the manifest's {info['sha256']}"
                     )
-        if report.ok:
-            super().check(root, report)
+        if report.ok:  # small sets may lack a split: check the ones generated
+            splits = [split for split in SPLITS if manifest["splits"].get(split)]
+            cls.check_samples(root, report, splits)
