@@ -61,7 +61,7 @@ def synth(out, num, seed, start, height, width, focal_ratio, workers, root) -> N
     """Render procedural indoor scenes with ground truth for all four tasks."""
     from pydantic import ValidationError
 
-    from pag.data.synthetic.generate import SynthParams, generate
+    from pag.data.synthetic.writer import SynthParams, generate
     from pag.errors import PagError
 
     try:
@@ -111,6 +111,8 @@ def check(name, root) -> None:
         report.add(f"{target}: no such directory (run `pag data fetch {name}`)")
     else:
         cls.check(target, report)
+    for note in report.notes:
+        click.echo(f"note: {note}", err=True)
     for problem in report.problems:
         click.echo(f"problem: {problem}", err=True)
     if not report.ok:

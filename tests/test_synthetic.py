@@ -20,8 +20,8 @@ from pag.data.synthetic import (
     render_index,
     split_of,
 )
-from pag.data.synthetic.generate import MODALITIES, relative_path
 from pag.data.synthetic.scene import CLASS_ID
+from pag.data.synthetic.writer import MODALITIES, relative_path
 from pag.errors import DataError, PagError
 
 PARAMS = SynthParams(seed=7)
@@ -246,3 +246,22 @@ def test_geometry_is_sensible_in_the_metric_sense():
     floor = r.semantic == CLASS_ID["floor"]
     assert floor.any() and (r.normals[floor][:, 1] < -0.5).all()
     assert math.isclose(float(np.linalg.norm(r.normals[floor][0])), 1.0, abs_tol=1e-9)
+
+
+def test_pruned_shadow_test_equals_brute_force():
+    """The light-centred projection may only skip rays that no primitive blocks."""
+    from pag.data.synthetic.render import _occluded
+    from pag.data.synthetic.scene import sample_scene
+
+    for index in range(6):
+        scene = sample_scene(np.random.default_rng([3, index]), 48, 64, 51.2)
+        rng = np.random.default_rng(index)
+        points = rng.uniform([0, 0, 0], scene.room, size=(4000, 3))
+        for light, _ in scene.lights:
+            fast = _occluded(scene, points, light)
+            brute = np.zeros(len(points), dtype=bool)
+            for prim in scene.primitives:
+                if prim.casts_shadow:
+                    brute |= prim.intersect(points, light - points, surface=False).t < 1 - 1e-6
+            np.testing.assert_array_equal(fast, brute)
+            assert brute.any()

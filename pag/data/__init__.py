@@ -13,7 +13,8 @@ from pag.data.base import (
 from pag.data.sample import IGNORE_INDEX, TASKS, Sample, collate_samples, validate_sample
 
 # dataset modules register themselves with the registry on import
-from pag.data import synthetic  # noqa: E402, F401  isort: skip
+from pag.data import bsds500, cityscapes, nyuv2, stanford2d3d, synthetic  # noqa: F401  isort: skip
+from pag.data.archive import safe_extract  # isort: skip
 
 __all__ = [
     "IGNORE_INDEX",
@@ -28,5 +29,6 @@ __all__ = [
     "dataset_names",
     "get_dataset",
     "register",
+    "safe_extract",
     "validate_sample",
 ]

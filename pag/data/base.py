@@ -44,10 +44,14 @@ class CheckReport:
     dataset: str
     root: Path
     problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # worth knowing, but not a failure
     checked: int = 0
 
     def add(self, problem: str) -> None:
         self.problems.append(problem)
+
+    def note(self, message: str) -> None:
+        self.notes.append(message)
 
     @property
     def ok(self) -> bool:

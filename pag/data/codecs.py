@@ -7,6 +7,7 @@ import io
 import os
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -66,6 +67,29 @@ def _check_mode(path: Path, file_mode: str, array: np.ndarray, mode: str | None)
     raise DataError(f"{path}: expected a {mode} image, got PIL mode {file_mode} {array.shape}")
 
 
+def read_mat_v5(
+    path: str | os.PathLike, variables: tuple[str, ...], optional: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """Named variables of a MATLAB v5 .mat file (`optional` ones only when present). A missing,
+    corrupt or incomplete file raises `DataError` naming it, because scipy's own errors do
+    not say which file was at fault."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        import scipy.io  # imported here: heavy, and only the .mat datasets need it
+
+        contents = scipy.io.loadmat(path, variable_names=[*variables, *optional])
+    except Exception as exc:  # scipy raises ValueError, TypeError, OSError, zlib.error ...
+        raise DataError(
+            f"{path}: cannot read MATLAB v5 file (truncated or corrupt?): {exc}"
+        ) from exc
+    missing = [name for name in variables if name not in contents]
+    if missing:
+        raise DataError(f"{path}: expected MATLAB variable(s) {missing}, not found in the file")
+    return contents
+
+
 def encode_png(array: np.ndarray, compress_level: int = 6) -> bytes:
     """PNG bytes for uint8 (H x W or H x W x 3) or uint16 (H x W) arrays; deterministic for a
     given zlib level (1 is about twice as fast as 6 for ~15% larger files)."""
@@ -116,13 +140,14 @@ def encode_normals(normals: np.ndarray, valid: np.ndarray | None = None) -> np.n
 def decode_normals(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """RGB to unit vectors: n = (v - 127.5) / 127.5, valid where |n| is in (0.8, 1.1), then
     renormalised; invalid pixels are all-zero. Returns (normals H x W x 3, valid H x W)."""
-    n = (rgb.astype(np.float32) - 127.5) / 127.5
-    norm = np.linalg.norm(n, axis=-1)
+    n = rgb.astype(np.float32)
+    n -= 127.5
+    n /= 127.5
+    norm = np.sqrt(np.einsum("...k,...k->...", n, n))
     lo, hi = NORMAL_VALID_NORM
     valid = (norm > lo) & (norm < hi)
-    out = np.zeros_like(n)
-    out[valid] = n[valid] / norm[valid, None]
-    return out, valid
+    n /= np.where(valid, norm, np.inf)[..., None]  # invalid pixels become exactly zero
+    return n, valid
 
 
 def boundaries_from_regions(regions: np.ndarray) -> np.ndarray:

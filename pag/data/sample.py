@@ -9,8 +9,10 @@ key             type / shape                meaning
 ``semantic``    int64, H x W                class index, ``IGNORE_INDEX`` (255) = ignore
 ``depth``       float32, H x W              metres along the optical axis (or ray length
                                             for panoramas), 0 = invalid
-``normals``     float32, 3 x H x W          unit vectors in the camera frame (x right,
-                                            y down, z forward), all-zero where invalid
+``normals``     float32, 3 x H x W          unit vectors, all-zero where invalid; in the
+                                            camera frame (x right, y down, z forward) for
+                                            pinhole images; panoramas (no single camera
+                                            frame) say which frame in their loader
 ``boundary``    uint8, K x H x W            one binary map per annotator (K >= 1)
 ``instance``    int32, K x H x W            region / instance ids per annotator, 0 = none
 ``intrinsics``  float32, 3 x 3              pinhole camera matrix, where the camera is known

@@ -10,8 +10,8 @@ import numpy as np
 from pag.data.base import CheckReport, DenseDataset, FetchSpec, Transform, register
 from pag.data.codecs import decode_depth, decode_normals, read_image
 from pag.data.sample import Sample, make_sample
-from pag.data.synthetic.generate import MODALITIES, SPLITS, load_manifest
 from pag.data.synthetic.scene import CLASSES
+from pag.data.synthetic.writer import MODALITIES, SPLITS, load_manifest
 from pag.errors import DataError
 from pag.fileio import file_digest
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 EPS = 1e-6
+_UNIT_CORNERS = np.array([[x, y, z] for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)], float)
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,18 @@ class Primitive:
     instance: int
     material: int
     casts_shadow: bool = True  # False for panels flush with a wall: their shadow is sub-pixel
+
+    def half_extents(self) -> np.ndarray:
+        """Half-extents of the local-frame bounding box."""
+        if self.kind == "box":
+            return self.size
+        if self.kind == "sphere":
+            return np.repeat(self.size[0], 3)
+        return np.array([self.size[0], self.size[0], self.size[1]])
+
+    def corners(self) -> np.ndarray:
+        """The 8 world-space corners of the oriented bounding box."""
+        return self.center + (_UNIT_CORNERS * self.half_extents()) @ self.rotation.T
 
     def bounding_radius(self) -> float:
         if self.kind == "box":
