@@ -130,7 +130,8 @@ def list_datasets(root) -> None:
     click.echo(f"data root: {data_root(root)}")
     for name in dataset_names():
         cls = dataset_class(name)
-        present = "present" if dataset_dir(name, root).is_dir() else "absent"
+        folder = dataset_dir(name, root)
+        present = "present" if folder.is_dir() and any(folder.iterdir()) else "absent"
         click.echo(
             f"{name:14s} tasks={','.join(cls.tasks):34s} splits={','.join(cls.splits):16s} "
             f"classes={len(cls.class_names):<3d} {present}"

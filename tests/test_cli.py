@@ -48,8 +48,17 @@ def test_bad_input_gives_one_clear_line_and_nonzero_exit(tmp_path):
     assert "Traceback" not in bad.stderr + unknown.stderr + missing.stderr
 
 
+def test_fetch_of_a_login_dataset_prints_the_manual_steps(tmp_path):
+    out = pag("data", "fetch", "cityscapes", "--root", str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    assert f"files go under {tmp_path / 'cityscapes'}" in out.stdout
+    assert "gtFine_trainvaltest.zip" in out.stdout
+
+
 def test_list_shows_registered_datasets(tmp_path):
+    (tmp_path / "nyuv2").mkdir()  # an empty folder (e.g. after a failed fetch) is not data
     out = pag("data", "list", "--root", str(tmp_path))
     assert out.returncode == 0 and f"data root: {tmp_path}" in out.stdout
     lines = out.stdout.splitlines()
-    assert any(line.startswith("synthetic") and line.endswith("absent") for line in lines)
+    for name in ("bsds500", "cityscapes", "nyuv2", "stanford2d3d", "synthetic"):
+        assert any(line.startswith(name) and line.endswith("absent") for line in lines), name
