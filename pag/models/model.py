@@ -1,0 +1,270 @@
+"""One dense-prediction model (trunk + task heads) and the methods that make it dynamic.
+
+`build_model(method=..., budget=...)` builds a dense model and applies a method to it:
+PAG gates, MultiPool, truncation, layer skipping or SACT. Methods only add modules (or remove
+blocks), never rename existing ones, so the weights of a trained dense model load into any
+variant with `load_dense_weights` (the paper's protocol: train dense, then plug in and
+fine-tune). Each method has one budget knob, validated against its range.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from pag.errors import PagError
+from pag.models import gating
+from pag.models.heads import TaskHead, finish_prediction, head_channels
+from pag.models.resnet import ResNet, resnet
+
+METHODS = ("dense", "pag", "mp_pag", "multipool_avg", "truncation", "layer_skip", "sact")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A method's compute knob: what it means and its allowed range."""
+
+    meaning: str
+    low: float | None = None
+    high: float | None = None
+    integer: bool = False
+    low_open: bool = False
+
+
+BUDGETS: dict[str, Budget | None] = {
+    "dense": None,
+    "pag": Budget(
+        "target fraction of pixels computing in each gated block", 0.0, 1.0, low_open=True
+    ),
+    "mp_pag": None,
+    "multipool_avg": None,
+    "truncation": Budget(
+        "number of residual blocks kept, counted from the first", 1, None, integer=True
+    ),
+    "layer_skip": Budget("target fraction of images executing each block", 0.0, 1.0, low_open=True),
+    "sact": Budget("ponder-cost weight tau", 0.0, None),
+}
+
+
+def check_budget(method: str, budget, total_blocks: int):
+    """The validated budget for `method`, or a PagError saying what is allowed."""
+    if method not in METHODS:
+        raise PagError(f"unknown method {method!r}; expected one of {list(METHODS)}")
+    spec = BUDGETS[method]
+    if spec is None:
+        if budget is not None:
+            raise PagError(f"method {method!r} has no budget knob; got budget={budget!r}")
+        return None
+    high = total_blocks if method == "truncation" else spec.high
+    opening = "(" if spec.low_open else "["
+    allowed = f"{spec.meaning}, {opening}{spec.low}, {'inf' if high is None else high}]"
+    if budget is None or isinstance(budget, bool) or not isinstance(budget, int | float):
+        raise PagError(f"method {method!r} needs a numeric budget: {allowed}; got {budget!r}")
+    if spec.integer and int(budget) != budget:
+        raise PagError(f"method {method!r} needs an integer budget: {allowed}; got {budget!r}")
+    too_low = budget <= spec.low if spec.low_open else budget < spec.low
+    if too_low or (high is not None and budget > high):
+        raise PagError(f"budget {budget!r} outside the range for {method!r}: {allowed}")
+    return int(budget) if spec.integer else float(budget)
+
+
+class DensePredictionModel(nn.Module):
+    """Trunk + one head per task. `forward` returns {"pred": {task: tensor}, "aux": {...}}:
+    predictions at input resolution (semantic/boundary logits, depth in metres, unit normals)
+    and what the method exposes (gate maps, MultiPool choices, block decisions, ponder)."""
+
+    def __init__(self, trunk: ResNet, tasks: dict[str, int | None], head_hidden: int = 256):
+        super().__init__()
+        if not tasks:
+            raise PagError("a model needs at least one task")
+        self.trunk = trunk
+        self.heads = nn.ModuleDict(
+            {
+                task: TaskHead(trunk.out_channels, head_channels(task, n), head_hidden)
+                for task, n in tasks.items()
+            }
+        )
+        self.tasks = dict(tasks)
+        self.head_hidden = head_hidden
+        self.method = "dense"
+        self.budget = None
+        # hooks set by methods
+        self.stage_runner: Callable[[int, nn.Sequential, Tensor], Tensor] | None = None
+        self.budget_loss_fn: Callable[[DensePredictionModel, dict], Tensor] | None = None
+        self.aux_fns: list[Callable[[DensePredictionModel, dict], None]] = []
+
+    def blocks(self) -> list[tuple[str, nn.Module]]:
+        return self.trunk.blocks()
+
+    def block(self, name: str) -> nn.Module:
+        blocks = dict(self.blocks())
+        if name not in blocks:
+            raise PagError(f"no block named {name!r}; the trunk has {list(blocks)}")
+        return blocks[name]
+
+    def features(self, x: Tensor) -> Tensor:
+        f = self.trunk.stem(x)
+        for index, stage in enumerate(self.trunk.stages()):
+            f = stage(f) if self.stage_runner is None else self.stage_runner(index, stage, f)
+        return f
+
+    def forward(self, x: Tensor) -> dict:
+        size = tuple(x.shape[-2:])
+        f = self.features(x)
+        pred = {task: finish_prediction(task, head(f, size)) for task, head in self.heads.items()}
+        aux: dict = {}
+        gates = {
+            n: b.gate.last_gate for n, b in self.blocks() if isinstance(b.gate, gating.PixelGate)
+        }
+        if gates:
+            aux["gates"] = gates
+            aux["ponder"] = gating.ponder_map(gates, size)
+        for fn in self.aux_fns:
+            fn(self, aux)
+        return {"pred": pred, "aux": aux}
+
+    def budget_loss(self, aux: dict) -> Tensor:
+        """The method's compute-budget loss (0 for methods without one)."""
+        if self.budget_loss_fn is None:
+            return torch.zeros(())
+        return self.budget_loss_fn(self, aux)
+
+    def set_temperature(self, temperature: float) -> None:
+        """Set the Gumbel temperature of every gate that samples one."""
+        for module in self.modules():
+            if hasattr(module, "temperature") and not isinstance(module, DensePredictionModel):
+                module.temperature = float(temperature)
+
+
+# -- methods -----------------------------------------------------------------------------------
+
+
+def apply_pag(
+    model: DensePredictionModel,
+    target: float,
+    *,
+    mode: str = "conv3x3",
+    blocks: list[str] | str = "all",
+    hard: bool = False,
+    scope: str = "layer",
+) -> None:
+    """Attach a `PixelGate` to each named block (or all) with the KL sparsity loss."""
+    names = [n for n, _ in model.blocks()] if blocks == "all" else list(blocks)
+    for name in names:
+        block = model.block(name)
+        in_channels = block.conv1.in_channels
+        block.gate = gating.PixelGate(in_channels, block.stride, mode=mode, hard=hard)
+    if scope not in ("layer", "global"):
+        raise PagError(f"sparsity scope must be 'layer' or 'global', got {scope!r}")
+
+    def loss(m: DensePredictionModel, aux: dict) -> Tensor:
+        return gating.sparsity_loss(aux["gates"], target, scope)
+
+    model.budget_loss_fn = loss
+
+
+def apply_truncation(model: DensePredictionModel, kept: int) -> None:
+    """Keep the first `kept` residual blocks; the heads see the last kept block's features."""
+    removed = 0
+    for stage in reversed(model.trunk.stages()):
+        while len(stage) and len(model.blocks()) > kept:
+            del stage[len(stage) - 1]
+            removed += 1
+    last = model.blocks()[-1][1]
+    channels = last.conv3.out_channels if hasattr(last, "conv3") else last.conv2.out_channels
+    if channels != model.trunk.out_channels:
+        model.trunk.out_channels = channels
+        model.heads = nn.ModuleDict(
+            {
+                t: TaskHead(channels, head_channels(t, n), model.head_hidden)
+                for t, n in model.tasks.items()
+            }
+        )
+
+
+def build_model(
+    method: str = "dense",
+    budget: float | int | None = None,
+    *,
+    tasks: dict[str, int | None],
+    depth: int = 50,
+    width_multiplier: float = 1.0,
+    output_stride: int = 8,
+    head_hidden: int = 256,
+    gate_mode: str = "conv3x3",
+    gate_blocks: list[str] | str = "all",
+    hard_gates: bool = False,
+    sparsity_scope: str = "layer",
+    multipool_block: str = "layer4.1",
+    dilations: tuple[int, ...] = (2, 4, 6, 8, 10),
+) -> DensePredictionModel:
+    """Build `method` at `budget` on a ResNet trunk with heads for `tasks` ({task: classes})."""
+    trunk = resnet(depth, width_multiplier=width_multiplier, output_stride=output_stride)
+    model = DensePredictionModel(trunk, tasks, head_hidden)
+    budget = check_budget(method, budget, len(model.blocks()))
+    if method == "pag":
+        apply_pag(
+            model, budget, mode=gate_mode, blocks=gate_blocks, hard=hard_gates, scope=sparsity_scope
+        )
+    elif method in ("mp_pag", "multipool_avg"):
+        from pag.models.multipool import apply_multipool
+
+        apply_multipool(model, multipool_block, dilations, average=method == "multipool_avg")
+    elif method == "truncation":
+        apply_truncation(model, budget)
+    elif method == "layer_skip":
+        from pag.models.layer_skip import apply_layer_skip
+
+        apply_layer_skip(model, budget)
+    elif method == "sact":
+        from pag.models.sact import apply_sact
+
+        apply_sact(model, budget)
+    model.method, model.budget = method, budget
+    return model
+
+
+def load_dense_weights(
+    model: DensePredictionModel, state_dict: dict[str, Tensor]
+) -> dict[str, list[str]]:
+    """Load a dense model's weights into any variant without manual surgery.
+
+    Keys the variant added (gates, halting heads, MultiPool branches) may be missing: they keep
+    their initialisation, and modules with an `init_from_dense()` (MultiPool) copy from the
+    loaded weights. Keys of blocks a truncated model dropped, and heads whose shape changed,
+    are skipped. Anything else missing or unexpected is an error naming the keys.
+    """
+    own = model.state_dict()
+    added = ("gate.", "halting.", "multipool.", "skip_gate.")
+    compatible = {k: v for k, v in state_dict.items() if k in own and own[k].shape == v.shape}
+    skipped = sorted(set(state_dict) - set(compatible))
+    bad_skipped = [k for k in skipped if k in own or not _dropped_by_truncation(model, k)]
+    bad_skipped = [
+        k for k in bad_skipped if not (k.startswith("heads.") and model.method == "truncation")
+    ]
+    missing = sorted(set(own) - set(compatible))
+    bad_missing = [k for k in missing if not any(a in k for a in added)]
+    if model.method == "truncation":
+        bad_missing = [k for k in bad_missing if not k.startswith("heads.")]
+    if bad_missing or bad_skipped:
+        raise PagError(
+            "dense weights do not fit this model: "
+            + (
+                f"missing {bad_missing[:8]}{'...' if len(bad_missing) > 8 else ''} "
+                if bad_missing
+                else ""
+            )
+            + (f"unexpected or mis-shaped {bad_skipped[:8]}" if bad_skipped else "")
+        )
+    model.load_state_dict(compatible, strict=False)
+    for module in model.modules():
+        if hasattr(module, "init_from_dense"):
+            module.init_from_dense()
+    return {"missing": missing, "skipped": skipped}
+
+
+def _dropped_by_truncation(model: DensePredictionModel, key: str) -> bool:
+    return model.method == "truncation" and key.startswith("trunk.layer")
