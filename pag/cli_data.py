@@ -61,7 +61,7 @@ def synth(out, num, seed, start, height, width, focal_ratio, workers, root) -> N
     """Render procedural indoor scenes with ground truth for all four tasks."""
     from pydantic import ValidationError
 
-    from pag.data.synthetic.writer import SynthParams, generate
+    from pag.data.synthetic.writer import SynthParams, generate, split_counts
     from pag.errors import PagError
 
     try:
@@ -77,7 +77,7 @@ def synth(out, num, seed, start, height, width, focal_ratio, workers, root) -> N
     manifest = generate(
         out, num, params, start=start, workers=workers, progress=sys.stderr.isatty()
     )
-    counts = ", ".join(f"{k} {v}" for k, v in manifest["splits"].items())
+    counts = ", ".join(f"{k} {v}" for k, v in split_counts(manifest).items())
     click.echo(f"wrote images {start}..{start + num - 1} to {out} (manifest: {counts})")
 
 

@@ -48,6 +48,13 @@ def test_bad_input_gives_one_clear_line_and_nonzero_exit(tmp_path):
     assert "Traceback" not in bad.stderr + unknown.stderr + missing.stderr
 
 
+def test_write_failure_is_one_line_naming_the_path(tmp_path):
+    (tmp_path / "file").write_text("not a folder")
+    out = pag("data", "synth", "--num", "1", "--seed", "0", "--out", str(tmp_path / "file" / "x"))
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert out.stderr.startswith(f"error: {tmp_path / 'file' / 'x'}")
+
+
 def test_fetch_of_a_login_dataset_prints_the_manual_steps(tmp_path):
     out = pag("data", "fetch", "cityscapes", "--root", str(tmp_path))
     assert out.returncode == 0, out.stderr

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import stat
 
 import numpy as np
 import pytest
@@ -21,7 +23,7 @@ from pag.data.synthetic import (
     split_of,
 )
 from pag.data.synthetic.scene import CLASS_ID
-from pag.data.synthetic.writer import MODALITIES, relative_path
+from pag.data.synthetic.writer import MODALITIES, relative_path, split_counts
 from pag.errors import DataError, PagError
 
 PARAMS = SynthParams(seed=7)
@@ -81,7 +83,7 @@ def test_manifest_records_split_digest_and_generator(data_root):
         "width": 128,
         "focal_ratio": 0.8,
     }
-    assert manifest["splits"] == {"train": 16, "val": 2, "test": 2}
+    assert split_counts(manifest) == {"train": 16, "val": 2, "test": 2}
     entry = manifest["images"][9]
     assert entry["split"] == "test" and entry["files"]["depth"]["path"] == "test/000009_depth.png"
     assert len(entry["files"]["rgb"]["sha256"]) == 64
@@ -111,35 +113,36 @@ def _backproject(depth: np.ndarray, k: np.ndarray) -> np.ndarray:
     return np.stack([(u - k[0, 2]) / k[0, 0] * depth, (v - k[1, 2]) / k[1, 1] * depth, depth], -1)
 
 
+def planar_angles(sample) -> tuple[np.ndarray, np.ndarray]:
+    """(mask, degrees) over interior pixels: the angle between the stored normal and the normal
+    from central differences of the back-projected depth, where the 3x3 neighbourhood is one
+    planar face (same instance, same stored normal, valid depth)."""
+    depth, normals = sample["depth"].numpy(), sample["normals"].numpy().transpose(1, 2, 0)
+    instance = sample["instance"][0].numpy()
+    points = _backproject(depth, sample["intrinsics"].numpy())
+    fd = np.cross(points[1:-1, 2:] - points[1:-1, :-2], points[2:, 1:-1] - points[:-2, 1:-1])
+    with np.errstate(invalid="ignore"):  # zero vectors where depth is invalid
+        fd /= np.linalg.norm(fd, axis=-1, keepdims=True)
+    fd *= -np.sign(np.einsum("ijk,ijk->ij", fd, points[1:-1, 1:-1]))[..., None]  # face camera
+    h, w = depth.shape
+    same = np.ones(fd.shape[:2], dtype=bool)
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            window = (slice(1 + dy, h - 1 + dy), slice(1 + dx, w - 1 + dx))
+            same &= instance[window] == instance[1:-1, 1:-1]
+            same &= (normals[window] == normals[1:-1, 1:-1]).all(-1)
+            same &= depth[window] > 0
+    cosine = np.clip(np.einsum("ijk,ijk->ij", fd, normals[1:-1, 1:-1]), -1, 1)
+    return same, np.degrees(np.arccos(cosine))
+
+
 def test_normals_agree_with_depth_on_planar_regions(data_root):
     """Normals from central differences of back-projected (decoded, quantised) depth match the
     stored normals within 2 degrees wherever the 3x3 neighbourhood is one planar face."""
     dataset = get_dataset("synthetic", data_root, "train")
     checked = 0
     for index in range(6):
-        s = dataset[index]
-        depth, normals = s["depth"].numpy(), s["normals"].numpy().transpose(1, 2, 0)
-        instance = s["instance"][0].numpy()
-        points = _backproject(depth, s["intrinsics"].numpy())
-        du = points[1:-1, 2:] - points[1:-1, :-2]
-        dv = points[2:, 1:-1] - points[:-2, 1:-1]
-        fd = np.cross(du, dv)
-        with np.errstate(invalid="ignore"):  # zero vectors where depth is invalid
-            fd /= np.linalg.norm(fd, axis=-1, keepdims=True)
-        fd *= -np.sign(np.einsum("ijk,ijk->ij", fd, points[1:-1, 1:-1]))[..., None]  # face camera
-        same = np.ones(fd.shape[:2], dtype=bool)
-        for dy in (-1, 0, 1):
-            for dx in (-1, 0, 1):
-                window = (
-                    slice(1 + dy, depth.shape[0] - 1 + dy),
-                    slice(1 + dx, depth.shape[1] - 1 + dx),
-                )
-                same &= instance[window] == instance[1:-1, 1:-1]
-                same &= (normals[window] == normals[1:-1, 1:-1]).all(-1)
-                same &= depth[window] > 0
-        angle = np.degrees(
-            np.arccos(np.clip(np.einsum("ijk,ijk->ij", fd, normals[1:-1, 1:-1]), -1, 1))
-        )
+        same, angle = planar_angles(dataset[index])
         assert same.mean() > 0.5, "most of a room image is planar"
         assert angle[same].max() < 2.0, (
             f"image {index}: worst planar angle {angle[same].max():.2f} deg"
@@ -265,3 +268,57 @@ def test_pruned_shadow_test_equals_brute_force():
                     brute |= prim.intersect(points, light - points, surface=False).t < 1 - 1e-6
             np.testing.assert_array_equal(fast, brute)
             assert brute.any()
+
+
+def test_written_files_are_readable_by_others_like_a_plain_open(data_root):
+    mask = os.umask(0)
+    os.umask(mask)
+    for path in [
+        data_root / "synthetic" / "manifest.json",
+        *sorted((data_root / "synthetic").rglob("*.png"))[:3],
+    ]:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask, path
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda m: m.pop("images"), r"manifest\.json: images: Field required"),
+        (
+            lambda m: m.update(params=[]),
+            r"manifest\.json: params: Input should be a valid dictionary",
+        ),
+        (
+            lambda m: m["images"][0].pop("split"),
+            r"manifest\.json: images\.0\.split: Field required",
+        ),
+        (lambda m: m["images"][1]["files"].pop("depth"), r"image 000001 lists no \['depth'\]"),
+        (
+            lambda m: m["images"][0]["files"]["rgb"].update(path="../x.png"),
+            r"images\.0\.files\.rgb\.path",
+        ),
+        (lambda m: m["params"].update(generator="other"), r"params\.generator"),
+    ],
+)
+def test_malformed_manifest_is_a_data_error_naming_the_key(tmp_path, edit, message):
+    generate(tmp_path / "synthetic", 2, PARAMS, progress=False)
+    path = tmp_path / "synthetic" / "manifest.json"
+    manifest = json.loads(path.read_text())
+    edit(manifest)
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(DataError, match=message):
+        get_dataset("synthetic", tmp_path, "train")
+    report = CheckReport("synthetic", path.parent)
+    SyntheticScenes.check(path.parent, report)
+    assert len(report.problems) == 1 and "manifest.json" in report.problems[0]
+
+
+def test_transforms_keep_depth_and_normals_consistent(data_root):
+    """The depth-vs-normals oracle still holds after a flip, a crop and a resize, so the
+    transforms move normals and intrinsics consistently with the pixels."""
+    from pag.data.transforms import CenterCrop, HorizontalFlip, Resize
+
+    sample = get_dataset("synthetic", data_root, "train")[2]
+    for transform in (HorizontalFlip(), CenterCrop((64, 96)), Resize((192, 256))):
+        same, angle = planar_angles(transform(sample))
+        assert same.sum() > 1000 and np.median(angle[same]) < 1.0, type(transform).__name__

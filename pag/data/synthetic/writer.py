@@ -13,10 +13,10 @@ import multiprocessing
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from tqdm import tqdm
 
 from pag.data.codecs import encode_depth, encode_normals, encode_png
@@ -122,7 +122,43 @@ def _manifest_params(params: SynthParams) -> dict[str, Any]:
     return {"generator": GENERATOR, "version": GENERATOR_VERSION, **params.model_dump()}
 
 
+class _ManifestFile(BaseModel):
+    path: str = Field(pattern=r"^(train|val|test)/[0-9]{6}_[a-z]+\.png$")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class _ManifestImage(BaseModel):
+    index: int = Field(ge=0)
+    id: str
+    split: Literal["train", "val", "test"]
+    files: dict[str, _ManifestFile]
+
+    @model_validator(mode="after")
+    def _complete(self) -> _ManifestImage:
+        missing = [m for m in MODALITIES if m not in self.files]
+        if missing:
+            raise ValueError(f"image {self.id} lists no {missing}")
+        return self
+
+
+class _ManifestParams(SynthParams):
+    generator: Literal["pag.synthetic"]
+    version: str
+
+
+class _Manifest(BaseModel):
+    """The manifest's schema: what a loader may rely on (extra keys are allowed)."""
+
+    params: _ManifestParams
+    classes: list[str]
+    ignore_index: int
+    intrinsics: list[list[float]] = Field(min_length=3, max_length=3)
+    encoding: dict[str, dict[str, Any]]
+    images: list[_ManifestImage]
+
+
 def load_manifest(root: str | os.PathLike) -> dict[str, Any]:
+    """The manifest of a generated dataset, validated; errors name the file and the key."""
     path = Path(root) / MANIFEST
     if not path.is_file():
         raise DataError(f"{path}: manifest not found; generate the dataset with `pag data synth`")
@@ -130,15 +166,17 @@ def load_manifest(root: str | os.PathLike) -> dict[str, Any]:
         manifest = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: not valid JSON ({exc})") from exc
-    for key in ("params", "images", "classes", "encoding", "intrinsics"):
-        if key not in manifest:
-            raise DataError(f"{path}: manifest has no '{key}'")
-    if manifest["params"].get("generator") != GENERATOR:
-        raise DataError(
-            f"{path}: not a {GENERATOR} manifest "
-            f"(generator={manifest['params'].get('generator')!r})"
-        )
+    try:
+        _Manifest.model_validate(manifest)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "(top level)"
+        raise DataError(f"{path}: {where}: {first['msg']}") from None
     return manifest
+
+
+def split_counts(manifest: dict[str, Any]) -> dict[str, int]:
+    return {s: sum(1 for e in manifest["images"] if e["split"] == s) for s in SPLITS}
 
 
 def _existing_images(out: Path, params: SynthParams) -> dict[int, dict[str, Any]]:
@@ -183,7 +221,6 @@ def generate(
         "ignore_index": IGNORE_INDEX,
         "intrinsics": params.intrinsics,
         "encoding": ENCODING,
-        "splits": {s: sum(1 for e in images.values() if e["split"] == s) for s in SPLITS},
         "images": [images[i] for i in sorted(images)],
     }
     write_json_atomic(out / MANIFEST, manifest)
@@ -194,6 +231,6 @@ def _run(jobs: list[tuple[SynthParams, int, str]], workers: int) -> Iterator[dic
     if workers == 1 or len(jobs) == 1:
         yield from map(_write_one, jobs)
         return
-    # fork keeps start-up cheap; the renderer holds no threads or locks worth worrying about
-    with multiprocessing.get_context("fork").Pool(workers) as pool:
+    # forkserver, not fork: torch and BLAS have started threads by now (Python 3.12+ warns)
+    with multiprocessing.get_context("forkserver").Pool(workers) as pool:
         yield from pool.imap_unordered(_write_one, jobs, chunksize=8)
