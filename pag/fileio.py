@@ -60,12 +60,19 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
         handle.write(text)
 
 
+def file_digests(path: str | os.PathLike, algorithms: list[str]) -> dict[str, str]:
+    """Hex digests of a file for each algorithm, in one pass over it."""
+    hashers = {name: hashlib.new(name) for name in algorithms}
+    if hashers:
+        with open(path, "rb") as handle:
+            while chunk := handle.read(_CHUNK):
+                for hasher in hashers.values():
+                    hasher.update(chunk)
+    return {name: hasher.hexdigest() for name, hasher in hashers.items()}
+
+
 def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:
-    digest = hashlib.new(algorithm)
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return file_digests(path, [algorithm])[algorithm]
 
 
 def bytes_digest(data: bytes, algorithm: str = "sha256") -> str:

@@ -171,7 +171,7 @@ def test_truncated_png_names_the_file(cityscapes):
 def test_label_png_of_another_size_names_the_file(cityscapes):
     path = gt_file(cityscapes, "val", 0, "labelIds")
     write_png(path, np.zeros((CS_HEIGHT + 1, CS_WIDTH), dtype=np.uint8))
-    with pytest.raises(DataError, match=re.escape(f"{path.name}: size")):
+    with pytest.raises(DataError, match=re.escape(f"{path.name}: is ")):
         Cityscapes(cityscapes, "val")[0]
 
 

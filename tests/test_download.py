@@ -457,6 +457,14 @@ def test_fetch_end_to_end(server: Server, tmp_path: Path) -> None:
     assert (dataset / "list.txt").read_bytes() == b"1\n2"
     assert marker.is_file()
 
+    # an archive downloaded again (new file, same name) no longer matches the marker
+    (dataset / "list.txt").unlink()
+    archive = dataset / "archive.tar.gz"
+    archive.unlink()
+    fetch(spec, dataset, progress=False, echo=Echo())
+    assert server.count("/archive.tar.gz") == 2
+    assert (dataset / "list.txt").read_bytes() == b"1\n2"
+
 
 def test_fetch_manual_only(tmp_path: Path) -> None:
     echo = Echo()

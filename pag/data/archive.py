@@ -115,13 +115,21 @@ def _is_absolute(name: str) -> bool:
     return name.startswith(("/", "\\")) or bool(_DRIVE.match(name))
 
 
-def _check_name(archive: Path, name: str, *, is_dir: bool) -> list[str]:
+def unsafe_name_reason(name: str) -> str | None:
+    """Why `name` cannot be used as a path inside a target folder, or None if it can."""
     if "\x00" in name:
-        raise _unsafe(archive, name, "NUL byte in name")
+        return "NUL byte in name"
     if _is_absolute(name):
-        raise _unsafe(archive, name, "absolute path")
+        return "absolute path"
     if ".." in _split(name):
-        raise _unsafe(archive, name, "'..' component (path traversal)")
+        return "'..' component (path traversal)"
+    return None
+
+
+def _check_name(archive: Path, name: str, *, is_dir: bool) -> list[str]:
+    reason = unsafe_name_reason(name)
+    if reason:
+        raise _unsafe(archive, name, reason)
     parts = _split(name, _NATIVE_SEP)  # where the OS here will put it
     if not parts and not is_dir:
         raise _unsafe(archive, name, "empty name")

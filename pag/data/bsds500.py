@@ -22,7 +22,7 @@ from typing import ClassVar
 import numpy as np
 
 from pag.data.base import CheckReport, DenseDataset, FetchSpec, RemoteFile, Transform, register
-from pag.data.codecs import read_image, read_mat_v5
+from pag.data.codecs import read_image, read_mat_v5, require_same_size
 from pag.data.sample import Sample, make_sample
 from pag.errors import DataError
 
@@ -101,11 +101,7 @@ class BSDS500(DenseDataset):
         image_path, gt_path = self.images[index], self.gt_paths[index]
         image = read_image(image_path, mode="RGB")
         boundaries, segments = read_ground_truth(gt_path)
-        if boundaries.shape[1:] != image.shape[:2]:
-            raise DataError(
-                f"{gt_path}: annotator maps are {boundaries.shape[1:]}, image {image_path.name} "
-                f"is {image.shape[:2]}"
-            )
+        require_same_size(image_path, image.shape[:2], {gt_path: boundaries.shape[1:]})
         return make_sample(image_path.stem, image, boundary=boundaries, instance=segments)
 
     @classmethod

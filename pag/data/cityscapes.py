@@ -35,7 +35,7 @@ from typing import ClassVar
 import numpy as np
 
 from pag.data.base import CheckReport, DenseDataset, FetchSpec, Transform, register
-from pag.data.codecs import read_image
+from pag.data.codecs import read_image, require_same_size
 from pag.data.sample import IGNORE_INDEX, Sample, make_sample
 from pag.errors import DataError
 
@@ -201,15 +201,13 @@ class Cityscapes(DenseDataset):
         image = read_image(item.image, mode="RGB")
         label_ids = read_image(item.label_ids, mode="L")
         instance_ids = read_image(item.instance_ids, mode="I;16")
-        for path, array in ((item.label_ids, label_ids), (item.instance_ids, instance_ids)):
-            if array.shape != image.shape[:2]:
-                raise DataError(f"{path}: size {array.shape}, image is {image.shape[:2]}")
+        sizes = {item.label_ids: label_ids.shape, item.instance_ids: instance_ids.shape}
+        require_same_size(item.image, image.shape[:2], sizes)
         camera = read_camera(item.camera) if item.camera else None
         depth = None
         if item.disparity is not None and camera is not None:
             raw = read_image(item.disparity, mode="I;16")
-            if raw.shape != image.shape[:2]:
-                raise DataError(f"{item.disparity}: size {raw.shape}, image is {image.shape[:2]}")
+            require_same_size(item.image, image.shape[:2], {item.disparity: raw.shape})
             depth = disparity_to_depth(raw, camera)
         return make_sample(
             item.stem,

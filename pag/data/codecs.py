@@ -150,6 +150,18 @@ def decode_normals(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return n, valid
 
 
+def require_same_size(
+    image_path: str | os.PathLike, image_hw: tuple[int, int], targets: dict
+) -> None:
+    """Every target file ({path: (height, width)}) must match the image's size."""
+    for path, hw in targets.items():
+        if tuple(hw) != tuple(image_hw):
+            raise DataError(
+                f"{path}: is {hw[0]} x {hw[1]}, but the image {Path(image_path).name} is "
+                f"{image_hw[0]} x {image_hw[1]}"
+            )
+
+
 def boundaries_from_regions(regions: np.ndarray) -> np.ndarray:
     """One-pixel-wide boundaries: a pixel is on a boundary when its region id differs from its
     right or lower neighbour. Returns uint8 0/1 of the same H x W shape."""

@@ -8,7 +8,6 @@ complete, and verified whenever a checksum is known. Every failure is a one-line
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import re
 import socket
@@ -18,10 +17,10 @@ from pathlib import Path
 import requests
 from tqdm import tqdm
 
-from pag.data.archive import safe_extract
+from pag.data.archive import safe_extract, unsafe_name_reason
 from pag.data.base import FetchSpec, RemoteFile
 from pag.errors import ChecksumError, DataError, DownloadError, PagError
-from pag.fileio import write_bytes_atomic
+from pag.fileio import file_digests, write_bytes_atomic
 
 __all__ = ["download", "extracted_marker", "fetch", "verify_file"]
 
@@ -35,17 +34,6 @@ _UNSATISFIED_RANGE = re.compile(r"^\s*bytes\s+\*/(\d+)\s*$", re.IGNORECASE)
 
 # --------------------------------------------------------------------------------------------
 # Verification
-
-
-def _digests(path: Path, algorithms: list[str]) -> dict[str, str]:
-    """Hex digests of `path` for each algorithm, in one pass over the file."""
-    hashers = {name: hashlib.new(name) for name in algorithms}
-    if hashers:
-        with open(path, "rb") as handle:
-            while chunk := handle.read(_HASH_CHUNK):
-                for hasher in hashers.values():
-                    hasher.update(chunk)
-    return {name: hasher.hexdigest() for name, hasher in hashers.items()}
 
 
 def _check(
@@ -66,7 +54,7 @@ def _check(
     expected = {
         name: value.strip().lower() for name, value in (("md5", md5), ("sha256", sha256)) if value
     }
-    actual = _digests(path, list(dict.fromkeys([*expected, *extra])))
+    actual = file_digests(path, list(dict.fromkeys([*expected, *extra])))
     for name, value in expected.items():
         if actual[name] != value:
             return (name, value, actual[name]), actual
@@ -335,10 +323,18 @@ def extracted_marker(dataset_dir: str | os.PathLike, filename: str) -> Path:
 
 
 def _check_filename(remote: RemoteFile) -> None:
-    name = remote.filename
-    parts = re.split(r"[/\\]", name)
-    if not name or name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name) or ".." in parts:
-        raise DownloadError(f"{remote.url}: invalid filename {name!r} (must be a relative path)")
+    reason = "empty name" if not remote.filename else unsafe_name_reason(remote.filename)
+    if reason:
+        raise DownloadError(
+            f"{remote.url}: invalid filename {remote.filename!r} ({reason}; "
+            "must be a relative path)"
+        )
+
+
+def _marker_text(remote: RemoteFile, archive: Path) -> str:
+    """What the extraction marker records: a re-downloaded archive no longer matches it."""
+    info = archive.stat()
+    return f"{remote.url}\n{info.st_size} {info.st_mtime_ns}\n"
 
 
 def fetch(
@@ -374,11 +370,12 @@ def fetch(
             )
             if remote.extract:
                 marker = extracted_marker(dataset_dir, remote.filename)
-                if marker.exists():
+                text = _marker_text(remote, target)
+                if marker.exists() and marker.read_text() == text:
                     continue
                 echo(f"extracting {target.name} into {dataset_dir}")
                 safe_extract(target, dataset_dir, overwrite=True)
-                write_bytes_atomic(marker, f"{remote.url}\n".encode())
+                write_bytes_atomic(marker, text.encode())
         except PagError as exc:
             failures.append(str(exc))
     if spec.manual:

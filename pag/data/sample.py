@@ -15,7 +15,9 @@ key             type / shape                meaning
                                             frame) say which frame in their loader
 ``boundary``    uint8, K x H x W            one binary map per annotator (K >= 1)
 ``instance``    int32, K x H x W            region / instance ids per annotator, 0 = none
-``intrinsics``  float32, 3 x 3              pinhole camera matrix, where the camera is known
+``intrinsics``  float32, 3 x 3              pinhole camera matrix, where the camera is known;
+                                            pixel (row v, column u) has its centre at
+                                            image coordinates (u + 0.5, v + 0.5)
 ``id``          str                         stable identifier of the sample within its split
 ==============  ==========================  =============================================
 """

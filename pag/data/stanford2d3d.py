@@ -88,7 +88,7 @@ import torch
 from PIL import Image
 
 from pag.data.base import CheckReport, DenseDataset, FetchSpec, Transform, register
-from pag.data.codecs import decode_depth, decode_normals, read_image
+from pag.data.codecs import decode_depth, decode_normals, read_image, require_same_size
 from pag.data.sample import IGNORE_INDEX, Sample, make_sample
 from pag.errors import DataError, PagError
 
@@ -492,13 +492,10 @@ class Stanford2D3D(DenseDataset):
             semantic = read_processed_semantic(paths["semantic"])
         depth = read_depth(paths["depth"])
         normals, _valid = decode_normals(normals_rgb)
-        shape = image.shape[:2]
-        for modality, array in (("depth", depth), ("normals", normals), ("semantic", semantic)):
-            if array.shape[:2] != shape:
-                raise DataError(
-                    f"{paths[modality]}: {modality} is {array.shape[0]} x {array.shape[1]}, "
-                    f"the image {paths['rgb'].name} is {shape[0]} x {shape[1]}"
-                )
+        targets = {"depth": depth, "normals": normals, "semantic": semantic}
+        require_same_size(
+            paths["rgb"], image.shape[:2], {paths[m]: a.shape[:2] for m, a in targets.items()}
+        )
         return make_sample(
             entry.sample_id,
             image,

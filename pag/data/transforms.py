@@ -51,7 +51,10 @@ class Compose:
 
 
 class HorizontalFlip:
-    """Mirror left-right; camera-frame normals change the sign of x, cx becomes W - cx."""
+    """Mirror left-right; normals change the sign of x, cx becomes W - cx.
+
+    Right for camera-frame normals and for per-column local panorama normals; world-frame
+    panorama normals (Stanford-2D-3D official layout) must not be flipped this way."""
 
     def __call__(self, sample: Sample) -> Sample:
         out = dict(sample)

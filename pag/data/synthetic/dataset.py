@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from pag.data.base import CheckReport, DenseDataset, FetchSpec, Transform, register
-from pag.data.codecs import decode_depth, decode_normals, read_image
+from pag.data.codecs import decode_depth, decode_normals, read_image, require_same_size
 from pag.data.sample import Sample, make_sample
 from pag.data.synthetic.scene import CLASSES
 from pag.data.synthetic.writer import MODALITIES, SPLITS, load_manifest, split_counts
@@ -61,16 +61,9 @@ class SyntheticScenes(DenseDataset):
         semantic = read_image(self.path(index, "semantic"), mode="L")
         instance = read_image(self.path(index, "instance"), mode="I;16")
         boundary = read_image(self.path(index, "boundary"), mode="L") > 127
-        shapes = {
-            m: a.shape[:2]
-            for m, a in zip(
-                MODALITIES, (rgb, depth, normals, semantic, instance, boundary), strict=True
-            )
-        }
-        if len(set(shapes.values())) != 1:
-            raise DataError(
-                f"{self.root}: image {entry['id']} has modalities of different sizes {shapes}"
-            )
+        targets = zip(MODALITIES[1:], (depth, normals, semantic, instance, boundary), strict=True)
+        sizes = {self.path(index, m): a.shape[:2] for m, a in targets}
+        require_same_size(self.path(index, "rgb"), rgb.shape[:2], sizes)
         return make_sample(
             f"{self.split}/{entry['id']}",
             rgb,
