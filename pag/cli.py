@@ -8,6 +8,7 @@ import click
 
 from pag import __version__
 from pag.cli_data import data_group
+from pag.cli_models import flops
 from pag.errors import PagError
 
 
@@ -18,6 +19,7 @@ def cli() -> None:
 
 
 cli.add_command(data_group)
+cli.add_command(flops)
 
 
 def main() -> None:
