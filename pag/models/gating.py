@@ -163,6 +163,19 @@ def sparsity_loss(gates: dict[str, Tensor], target: float, scope: str = "layer")
     raise PagError(f"sparsity scope must be 'layer' or 'global', got {scope!r}")
 
 
+class SparsityLoss:
+    """The model's budget loss for PAG: `sparsity_loss` of its gate maps (a class, not a
+    closure, so models stay picklable)."""
+
+    def __init__(self, target: float, scope: str = "layer"):
+        if scope not in ("layer", "global"):
+            raise PagError(f"sparsity scope must be 'layer' or 'global', got {scope!r}")
+        self.target, self.scope = float(target), scope
+
+    def __call__(self, model: nn.Module, aux: dict) -> Tensor:
+        return sparsity_loss(aux["gates"], self.target, self.scope)
+
+
 def ponder_map(gates: dict[str, Tensor], size: tuple[int, int]) -> Tensor:
     """Per-pixel number of gated blocks that computed (N x 1 x H x W), each gate map
     upsampled to `size` with nearest neighbour (the authors' accumulated ponder map)."""

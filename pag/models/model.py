@@ -157,13 +157,7 @@ def apply_pag(
         block = model.block(name)
         in_channels = block.conv1.in_channels
         block.gate = gating.PixelGate(in_channels, block.stride, mode=mode, hard=hard)
-    if scope not in ("layer", "global"):
-        raise PagError(f"sparsity scope must be 'layer' or 'global', got {scope!r}")
-
-    def loss(m: DensePredictionModel, aux: dict) -> Tensor:
-        return gating.sparsity_loss(aux["gates"], target, scope)
-
-    model.budget_loss_fn = loss
+    model.budget_loss_fn = gating.SparsityLoss(target, scope)
 
 
 def apply_truncation(model: DensePredictionModel, kept: int) -> None:

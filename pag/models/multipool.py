@@ -120,13 +120,19 @@ def apply_multipool(
             f"{block.conv2.stride}"
         )
     block.conv2 = MultiPool(block.conv2, tuple(dilations), average)
-    if average:
-        return
+    if not average:
+        model.aux_fns.append(MultiPoolAux(block_name))
 
-    def collect(m, aux: dict) -> None:
-        aux.setdefault("multipool", {})[block_name] = m.block(block_name).conv2.last_choice
 
-    model.aux_fns.append(collect)
+class MultiPoolAux:
+    """Adds the per-pixel branch choice to aux["multipool"][block_name]."""
+
+    def __init__(self, block_name: str):
+        self.block_name = block_name
+
+    def __call__(self, model, aux: dict) -> None:
+        choice = model.block(self.block_name).conv2.last_choice
+        aux.setdefault("multipool", {})[self.block_name] = choice
 
 
 def branch_names(dilations: tuple[int, ...]) -> list[str]:
