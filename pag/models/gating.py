@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pag.errors import PagError
+from pag.flops import uncounted
 
 GATE_MODES = ("conv3x3", "residual")
 # the authors' squashing of probabilities and uniforms away from 0 (GumbelNoisySoftMax.m)
@@ -69,7 +70,10 @@ def input_mask(conv: nn.Conv2d, out_mask: Tensor, in_size: tuple[int, int]) -> T
     full = (out_mask.shape[-2] - 1) * s - 2 * p + d * (k - 1) + 1
     pad = (in_size[0] - full, in_size[1] - ((out_mask.shape[-1] - 1) * s - 2 * p + d * (k - 1) + 1))
     ones = out_mask.new_ones(1, 1, k, k)
-    spread = F.conv_transpose2d(out_mask, ones, stride=s, padding=p, dilation=d, output_padding=pad)
+    with uncounted():  # mask bookkeeping, not network compute
+        spread = F.conv_transpose2d(
+            out_mask, ones, stride=s, padding=p, dilation=d, output_padding=pad
+        )
     return (spread > 0).to(out_mask.dtype)
 
 
@@ -105,10 +109,17 @@ class PixelGate(nn.Module):
         h = block.branch_input(x)
         track = not self.training
         if self.mode == "conv3x3":
+            stride = block.conv2.stride[0]
             if track:
                 block.conv2.active_mask = on
+                if (
+                    stride > 1
+                ):  # conv1 is needed on the pass-through grid and around computed pixels
+                    grid = torch.zeros_like(h[:, :1])
+                    grid[:, :, ::stride, ::stride] = 1 - on
+                    around = input_mask(block.conv2, on, tuple(h.shape[-2:]))
+                    block.conv1.active_mask = torch.maximum(grid, around)
             computed = block.conv3x3_stage(h)
-            stride = block.conv2.stride[0]
             passed = h if stride == 1 else h[:, :, ::stride, ::stride]
             mixed = on * computed + (1 - on) * passed
             return block.relu(block.shortcut(x) + block.branch_output(mixed))
