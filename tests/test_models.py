@@ -303,3 +303,17 @@ def test_every_variant_round_trips_through_save_and_load():
         for task, value in model(x)["pred"].items():
             torch.testing.assert_close(again(x)["pred"][task], value, msg=f"{method}/{task}")
     assert set(BUDGET) <= set(METHODS)
+
+
+def test_models_copy_after_a_training_forward():
+    """Recorded decisions (tensors of the training graph) do not follow copies."""
+    import copy
+
+    for method, budget in (("pag", 0.5), ("mp_pag", None)):
+        model = build_model(method, budget, **SMALL).train()
+        model(torch.randn(2, 3, 32, 32))
+        clone = copy.deepcopy(model)
+        assert (
+            clone.trunk.layer4[1].conv2.weight.data_ptr()
+            != model.trunk.layer4[1].conv2.weight.data_ptr()
+        )

@@ -77,8 +77,21 @@ def input_mask(conv: nn.Conv2d, out_mask: Tensor, in_size: tuple[int, int]) -> T
     return (spread > 0).to(out_mask.dtype)
 
 
-class PixelGate(nn.Module):
+class RecordsDecisions:
+    """Mixin for modules that keep their last forward's decisions for `aux` (`_records`):
+    those tensors may belong to a training graph, which deepcopy and pickle refuse, so
+    copies start without them."""
+
+    _records: tuple[str, ...] = ()
+
+    def __getstate__(self):
+        return {**super().__getstate__(), **dict.fromkeys(self._records)}
+
+
+class PixelGate(RecordsDecisions, nn.Module):
     """A per-pixel gate on one residual block (attached as `block.gate`)."""
+
+    _records = ("last_gate",)
 
     def __init__(self, in_channels: int, stride: int, mode: str = "conv3x3", hard: bool = False):
         super().__init__()

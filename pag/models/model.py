@@ -94,7 +94,8 @@ class DensePredictionModel(nn.Module):
         # hooks set by methods
         self.stage_runner: Callable[[int, nn.Sequential, Tensor], Tensor] | None = None
         self.budget_loss_fn: Callable[[DensePredictionModel, dict], Tensor] | None = None
-        self.aux_fns: list[Callable[[DensePredictionModel, dict], None]] = []
+        # aux_fns(model, aux, input_size) add what a method exposes to the forward's aux
+        self.aux_fns: list[Callable[[DensePredictionModel, dict, tuple[int, int]], None]] = []
 
     def blocks(self) -> list[tuple[str, nn.Module]]:
         return self.trunk.blocks()
@@ -123,7 +124,7 @@ class DensePredictionModel(nn.Module):
             aux["gates"] = gates
             aux["ponder"] = gating.ponder_map(gates, size)
         for fn in self.aux_fns:
-            fn(self, aux)
+            fn(self, aux, size)
         return {"pred": pred, "aux": aux}
 
     def budget_loss(self, aux: dict) -> Tensor:

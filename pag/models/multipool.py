@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from pag.errors import PagError
-from pag.models.gating import gumbel_softmax, hard_argmax
+from pag.models.gating import RecordsDecisions, gumbel_softmax, hard_argmax
 
 DEFAULT_TEMPERATURE = 0.1  # the authors' MultiPool Gumbel temperature
 
@@ -48,8 +48,10 @@ class MultiPoolBranches(nn.Module):
             )
 
 
-class MultiPool(nn.Conv2d):
+class MultiPool(RecordsDecisions, nn.Conv2d):
     """Drop-in replacement for a stride-1 3x3 conv; see the module docstring."""
+
+    _records = ("last_choice",)
 
     def __init__(
         self, conv: nn.Conv2d, dilations: tuple[int, ...] = (2, 4, 6, 8, 10), average: bool = False
@@ -130,7 +132,7 @@ class MultiPoolAux:
     def __init__(self, block_name: str):
         self.block_name = block_name
 
-    def __call__(self, model, aux: dict) -> None:
+    def __call__(self, model, aux: dict, size: tuple[int, int]) -> None:
         choice = model.block(self.block_name).conv2.last_choice
         aux.setdefault("multipool", {})[self.block_name] = choice
 
