@@ -54,13 +54,24 @@ __all__ = [
     "dense_macs",
     "effective_macs",
     "macs_breakdown",
+    "marking",
     "measure_macs",
+    "measuring",
     "to_flops",
     "uncounted",
 ]
 
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _UNCOUNTED: contextvars.ContextVar[int] = contextvars.ContextVar("pag_flops_uncounted", default=0)
+_MEASURING: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "pag_flops_measuring", default=False
+)
+
+
+def measuring() -> bool:
+    """True inside a MAC measurement: only then do gates mark `active_mask` on their convs
+    (no stale masks elsewhere, and no mask bookkeeping in ordinary forwards)."""
+    return _MEASURING.get()
 
 
 def to_flops(macs):
@@ -164,16 +175,24 @@ def _clear_masks(model: nn.Module) -> None:
             module.active_mask = None
 
 
+def marking(model: nn.Module):
+    """Eval mode without gradients in which gates mark `active_mask` on the convs they
+    control (as during a measurement); masks are cleared and modes restored on exit."""
+    return _measuring(model)
+
+
 @contextlib.contextmanager
 def _measuring(model: nn.Module) -> Iterator[None]:
     """Eval mode, no gradients, no stale masks; every module's mode restored afterwards."""
     modes = [(module, module.training) for module in model.modules()]
     _clear_masks(model)
     model.eval()
+    token = _MEASURING.set(True)
     try:
         with torch.no_grad():
             yield
     finally:
+        _MEASURING.reset(token)
         for module, training in modes:
             module.training = training
         _clear_masks(model)

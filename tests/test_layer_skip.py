@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from pag.errors import PagError
-from pag.flops import macs_breakdown, measure_macs
+from pag.flops import macs_breakdown, marking, measure_macs
 from pag.models import build_model, load_dense_weights
 from pag.models.layer_skip import BlockGate, apply_layer_skip, target_rate_loss
 
@@ -138,38 +138,38 @@ def test_closed_gates_run_only_shortcuts_and_count_nothing():
     _force(model, execute=False)
     model.eval()
     x = torch.randn(2, 3, 32, 32)
-    with torch.no_grad():
+    with marking(model):  # gates mark active_mask only while marking
         out = model(x)
         f = model.trunk.stem(x)
         for _, block in model.blocks():
             f = block.relu(block.shortcut(f))
         ref = model.heads["semantic"](f, (32, 32))
-    torch.testing.assert_close(out["pred"]["semantic"], ref)
-    assert torch.equal(out["aux"]["executed_blocks"], torch.zeros(2))
-    for _, block in model.blocks():
-        for conv in (block.conv1, block.conv2, block.conv3):
-            assert float(conv.active_mask.sum()) == 0
+        torch.testing.assert_close(out["pred"]["semantic"], ref)
+        assert torch.equal(out["aux"]["executed_blocks"], torch.zeros(2))
+        for _, block in model.blocks():
+            for conv in (block.conv1, block.conv2, block.conv3):
+                assert float(conv.active_mask.sum()) == 0
 
 
 def test_eval_marks_convs_per_image():
     model = _model(depth=26)
     model.eval()
     x = torch.randn(3, 3, 32, 32)
-    with torch.no_grad():
+    with marking(model):  # gates mark active_mask only while marking
         out = model(x)
-    for name, block in model.blocks():
-        g = out["aux"]["block_gates"][name]
-        for conv in (block.conv1, block.conv2, block.conv3):
-            mask = conv.active_mask
-            assert mask.shape[:2] == (3, 1)
-            assert torch.equal(mask[:, 0, 0, 0], g)
-            assert torch.equal(mask, g.view(3, 1, 1, 1).expand_as(mask))
-        if block.downsample is not None:  # the shortcut always runs: counted dense
-            assert getattr(block.downsample[0], "active_mask", None) is None
-    # conv2 of a strided block: mask at the conv's output resolution
-    block = model.block("layer2.0")
-    assert block.conv2.active_mask.shape[-2:] == (4, 4)
-    assert block.conv1.active_mask.shape[-2:] == (8, 8)
+        for name, block in model.blocks():
+            g = out["aux"]["block_gates"][name]
+            for conv in (block.conv1, block.conv2, block.conv3):
+                mask = conv.active_mask
+                assert mask.shape[:2] == (3, 1)
+                assert torch.equal(mask[:, 0, 0, 0], g)
+                assert torch.equal(mask, g.view(3, 1, 1, 1).expand_as(mask))
+            if block.downsample is not None:  # the shortcut always runs: counted dense
+                assert getattr(block.downsample[0], "active_mask", None) is None
+        # conv2 of a strided block: mask at the conv's output resolution
+        block = model.block("layer2.0")
+        assert block.conv2.active_mask.shape[-2:] == (4, 4)
+        assert block.conv1.active_mask.shape[-2:] == (8, 8)
 
 
 def test_compute_accounting_per_image():

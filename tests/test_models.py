@@ -22,7 +22,15 @@ from pag.models.multipool import MultiPool, branch_names
 
 TASKS = {"semantic": 5, "boundary": None, "depth": None, "normals": None}
 SMALL = {"tasks": TASKS, "depth": 26, "width_multiplier": 0.125, "head_hidden": 8}
-BUDGET = {"dense": None, "pag": 0.5, "mp_pag": None, "multipool_avg": None, "truncation": 5}
+BUDGET = {
+    "dense": None,
+    "pag": 0.5,
+    "mp_pag": None,
+    "multipool_avg": None,
+    "truncation": 5,
+    "layer_skip": 0.5,
+    "sact": 0.01,
+}
 
 
 def torchvision_resnet50_shapes() -> dict[str, tuple[int, ...]]:
@@ -109,9 +117,8 @@ def test_rate_kl_loss_hand_computed():
     # KL(Bern(.7)||Bern(.5)) twice: 2 * (.7 ln 1.4 + .3 ln .6)
     expected = 2 * (0.7 * math.log(1.4) + 0.3 * math.log(0.6))
     assert float(rate_kl_loss(on, 1 - on, 0.7)) == pytest.approx(expected, rel=1e-6)
-    assert (
-        float(rate_kl_loss(torch.full((1, 1, 2, 2), 0.7), torch.full((1, 1, 2, 2), 0.3), 0.7)) == 0
-    )
+    perfect = rate_kl_loss(torch.full((1, 1, 2, 2), 0.7), torch.full((1, 1, 2, 2), 0.3), 0.7)
+    assert float(perfect) == pytest.approx(0.0, abs=1e-6)
     # target 1: only the log of the compute mean remains, 0 log 0 = 0
     assert float(rate_kl_loss(on, 1 - on, 1.0)) == pytest.approx(2 * math.log(2), rel=1e-6)
 
@@ -272,7 +279,7 @@ def test_truncation_keeps_the_first_blocks_and_refits_heads():
         ({"method": "pixel"}, r"unknown method 'pixel'; expected one of \['dense', 'pag'"),
         ({"method": "pag", "budget": 1.5}, r"budget 1.5 outside the range for 'pag'"),
         ({"method": "pag", "budget": 0.0}, r"outside the range for 'pag': .*\(0.0, 1.0\]"),
-        ({"method": "pag"}, r"'pag' needs a numeric budget"),
+        ({"method": "pag"}, r"'pag' needs a finite numeric budget"),
         ({"method": "dense", "budget": 0.5}, r"'dense' has no budget knob"),
         ({"method": "truncation", "budget": 9}, r"outside the range .*\[1, 8\]"),
         ({"method": "truncation", "budget": 2.5}, r"needs an integer budget"),
@@ -317,3 +324,79 @@ def test_models_copy_after_a_training_forward():
             clone.trunk.layer4[1].conv2.weight.data_ptr()
             != model.trunk.layer4[1].conv2.weight.data_ptr()
         )
+
+
+def test_kl_gradient_survives_a_saturated_layer():
+    """A layer whose every pixel computes still gets pulled towards the target."""
+    on = torch.ones(1, 1, 2, 2, requires_grad=True)
+    loss = rate_kl_loss(on, 1 - on, 0.5)
+    loss.backward()
+    assert float(loss.detach()) > 1 and on.grad.abs().sum() > 0  # a clamp at 1 gives 0
+
+
+def test_load_dense_weights_rejects_what_does_not_fit():
+    dense = build_model("dense", **SMALL).state_dict()
+    wider = build_model("pag", 0.5, **{**SMALL, "width_multiplier": 0.25})
+    with pytest.raises(PagError, match="of another shape"):
+        load_dense_weights(wider, dense)
+    other_tasks = build_model("pag", 0.5, **{**SMALL, "tasks": {"semantic": 7}})
+    with pytest.raises(PagError, match=r"unexpected \['heads.boundary"):
+        load_dense_weights(other_tasks, dense)
+    kept_all = build_model("truncation", 8, **SMALL)  # drops nothing, rebuilds nothing
+    skip_ckpt = build_model("layer_skip", 0.5, **SMALL).state_dict()
+    with pytest.raises(PagError, match=r"unexpected \['trunk.layer1.0.gate"):
+        load_dense_weights(kept_all, skip_ckpt)
+
+
+def test_reloading_a_trained_multipool_keeps_its_branches():
+    model = build_model("mp_pag", **SMALL)
+    with torch.no_grad():
+        model.trunk.layer4[1].conv2.multipool.dilated[0].weight.add_(1.0)
+    trained = model.state_dict()
+    again = build_model("mp_pag", **SMALL)
+    load_dense_weights(again, trained)
+    torch.testing.assert_close(
+        again.trunk.layer4[1].conv2.multipool.dilated[0].weight,
+        trained["trunk.layer4.1.conv2.multipool.dilated.0.weight"],
+    )
+
+
+def test_multipool_skip_passes_the_3x3_input_to_the_expansion():
+    model = build_model("mp_pag", **SMALL).eval()
+    block = model.trunk.layer4[1]
+    with torch.no_grad():  # the attention always picks the last branch: skip
+        last = block.conv2.multipool.attention[-1]
+        last.weight.zero_()
+        last.bias.copy_(torch.arange(7, dtype=torch.float))
+    x = torch.relu(torch.randn(1, block.conv1.in_channels, 5, 5))
+    h = block.relu(block.bn1(block.conv1(x)))
+    torch.testing.assert_close(block(x), torch.relu(x + block.bn3(block.conv3(h))))
+
+
+def test_losses_and_budgets_at_the_edges():
+    from pag.models.losses import semantic_loss
+
+    logits = torch.randn(1, 3, 2, 2, requires_grad=True)
+    loss = semantic_loss(logits, torch.full((1, 2, 2), 255))
+    assert float(loss.detach()) == 0.0
+    loss.backward()
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(PagError, match="finite numeric budget"):
+            build_model("sact", bad, **SMALL)
+    with pytest.raises(PagError, match="gate_blocks must be 'all' or a list"):
+        build_model("pag", 0.5, gate_blocks="layer4.1", **SMALL)
+    some = build_model("pag", 0.5, gate_blocks=["layer4.1"], **SMALL)
+    assert [n for n, b in some.blocks() if b.gate is not None] == ["layer4.1"]
+
+
+def test_wrapped_trunk_has_no_classifier_but_loads_imagenet_keys():
+    from pag.models.resnet import load_imagenet_weights, resnet26
+
+    model = build_model("dense", **SMALL)
+    assert not hasattr(model.trunk, "fc")
+    checkpoint = resnet26(width_multiplier=0.125).state_dict()  # with fc, like torchvision's
+    load_imagenet_weights(model.trunk, checkpoint)
+    torch.testing.assert_close(model.trunk.conv1.weight, checkpoint["conv1.weight"])
+    del checkpoint["fc.bias"]
+    with pytest.raises(PagError, match=r"no \['fc.bias'\]"):
+        load_imagenet_weights(model.trunk, checkpoint)

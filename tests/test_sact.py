@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from pag.errors import PagError
-from pag.flops import dense_macs, macs_breakdown, measure_macs
+from pag.flops import dense_macs, macs_breakdown, marking, measure_macs
 from pag.models import build_model, load_dense_weights
 from pag.models.gating import input_mask
 from pag.models.heads import finish_prediction
@@ -303,7 +303,7 @@ def test_stage_runner_matches_the_equations_with_varied_halting():
             torch.nn.init.zeros_(block.halting.local_conv.bias)
     model.eval()
     x = torch.randn(2, 3, 32, 32)
-    with torch.no_grad():
+    with marking(model):  # gates mark active_mask only while marking
         out = model(x)
         f = model.trunk.stem(x)
         for index, stage in enumerate(model.trunk.stages()):
@@ -312,27 +312,27 @@ def test_stage_runner_matches_the_equations_with_varied_halting():
             assert torch.equal(out["aux"]["stage_units"][name], n)
             torch.testing.assert_close(out["aux"]["stage_ponder"][name], rho)
         ref = finish_prediction("semantic", model.heads["semantic"](f, (32, 32)))
-    torch.testing.assert_close(out["pred"]["semantic"], ref)
-    units = out["aux"]["stage_units"]["layer3"]
-    assert len(units.unique()) > 1  # positions halt at different units
-    # total maps at input size are the nearest-upsampled sums over stages
-    total = sum(
-        F.interpolate(rho, size=(32, 32), mode="nearest")
-        for rho in out["aux"]["stage_ponder"].values()
-    )
-    torch.testing.assert_close(out["aux"]["ponder_cost"], total)
-    # accounting in layer3 (6 units): unit i > 0 runs where not halted after unit i - 1
-    stage = model.trunk.layer3
-    for i in range(1, len(stage)):
-        running = stage[i].conv2.active_mask
-        assert torch.equal(running, stage[i].conv3.active_mask)
-        assert bool((stage[i].conv1.active_mask >= running).all())
-        if i < len(stage) - 1:
-            assert torch.equal(stage[i].halting.local_conv.active_mask, running)
-        executed = sum(stage[j].conv2.active_mask for j in range(1, len(stage))) + 1
-        assert torch.equal(executed.long(), units)
-    for conv in (stage[0].conv1, stage[0].conv2, stage[0].halting.local_conv):
-        assert getattr(conv, "active_mask", None) is None  # the first unit is dense
+        torch.testing.assert_close(out["pred"]["semantic"], ref)
+        units = out["aux"]["stage_units"]["layer3"]
+        assert len(units.unique()) > 1  # positions halt at different units
+        # total maps at input size are the nearest-upsampled sums over stages
+        total = sum(
+            F.interpolate(rho, size=(32, 32), mode="nearest")
+            for rho in out["aux"]["stage_ponder"].values()
+        )
+        torch.testing.assert_close(out["aux"]["ponder_cost"], total)
+        # accounting in layer3 (6 units): unit i > 0 runs where not halted after unit i - 1
+        stage = model.trunk.layer3
+        for i in range(1, len(stage)):
+            running = stage[i].conv2.active_mask
+            assert torch.equal(running, stage[i].conv3.active_mask)
+            assert bool((stage[i].conv1.active_mask >= running).all())
+            if i < len(stage) - 1:
+                assert torch.equal(stage[i].halting.local_conv.active_mask, running)
+            executed = sum(stage[j].conv2.active_mask for j in range(1, len(stage))) + 1
+            assert torch.equal(executed.long(), units)
+        for conv in (stage[0].conv1, stage[0].conv2, stage[0].halting.local_conv):
+            assert getattr(conv, "active_mask", None) is None  # the first unit is dense
 
 
 @pytest.mark.parametrize("depth", [18, 26])
@@ -360,19 +360,19 @@ def test_halting_at_once_equals_first_units_only():
     _set_halting_bias(model, float("inf"))  # h = 1 at the first unit
     model.eval()
     x = torch.randn(2, 3, 32, 32)
-    with torch.no_grad():
+    with marking(model):  # gates mark active_mask only while marking
         out = model(x)
         f = model.trunk.stem(x)
         for stage in model.trunk.stages():
             f = stage[0](f)
         ref = model.heads["semantic"](f, (32, 32))
-    torch.testing.assert_close(out["pred"]["semantic"], ref)
-    for rho in out["aux"]["stage_ponder"].values():
-        assert torch.equal(rho, torch.full_like(rho, 2.0))  # N = 1, R = 1
-    assert torch.equal(out["aux"]["ponder"], torch.full((2, 1, 32, 32), 4.0))
-    for stage in model.trunk.stages():  # later units count nothing
-        assert float(stage[1].conv1.active_mask.sum()) == 0
-        assert float(stage[1].conv2.active_mask.sum()) == 0
+        torch.testing.assert_close(out["pred"]["semantic"], ref)
+        for rho in out["aux"]["stage_ponder"].values():
+            assert torch.equal(rho, torch.full_like(rho, 2.0))  # N = 1, R = 1
+        assert torch.equal(out["aux"]["ponder"], torch.full((2, 1, 32, 32), 4.0))
+        for stage in model.trunk.stages():  # later units count nothing
+            assert float(stage[1].conv1.active_mask.sum()) == 0
+            assert float(stage[1].conv2.active_mask.sum()) == 0
 
 
 def test_state_dict_round_trip():

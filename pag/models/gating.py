@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pag.errors import PagError
-from pag.flops import uncounted
+from pag.flops import measuring, uncounted
 
 GATE_MODES = ("conv3x3", "residual")
 # the authors' squashing of probabilities and uniforms away from 0 (GumbelNoisySoftMax.m)
@@ -120,7 +120,7 @@ class PixelGate(RecordsDecisions, nn.Module):
     def forward(self, block: nn.Module, x: Tensor) -> Tensor:
         on = self.decide(x)
         h = block.branch_input(x)
-        track = not self.training
+        track = measuring()  # mark what runs only while MACs are being counted
         if self.mode == "conv3x3":
             stride = block.conv2.stride[0]
             if track:
@@ -154,9 +154,11 @@ def _mark_residual_masks(block: nn.Module, on: Tensor, conv2_in_size) -> None:
 def rate_kl_loss(on: Tensor, off: Tensor, target: float) -> Tensor:
     """The authors' sparsity loss (spatialSparsityKLDLoss.m) on per-image mean gate maps:
     KL(Bern(t) || Bern(mean on)) + KL(Bern(1 - t) || Bern(mean off)), averaged over images."""
+    # squashed into (eps, 1 - eps) like the authors' (a + 1e-3) / 1.001, not clamped: a
+    # clamp would cut the gradient of a layer whose mean reached exactly 0 or 1
     eps = 1e-6
-    m_on = on.float().mean(dim=(1, 2, 3)).clamp(eps, 1 - eps)
-    m_off = off.float().mean(dim=(1, 2, 3)).clamp(eps, 1 - eps)
+    m_on = eps + (1 - 2 * eps) * on.float().mean(dim=(1, 2, 3))
+    m_off = eps + (1 - 2 * eps) * off.float().mean(dim=(1, 2, 3))
     t = torch.as_tensor(target, dtype=m_on.dtype)
 
     def kl(p, q):  # KL(Bern(p) || Bern(q)), with 0 log 0 = 0

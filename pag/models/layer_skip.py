@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pag.errors import PagError
+from pag.flops import measuring
 from pag.models.gating import RecordsDecisions, gumbel_softmax, hard_argmax
 
 GATE_HIDDEN = 16
@@ -101,7 +102,7 @@ class BlockGate(RecordsDecisions, nn.Module):
         h = block.branch_input(x)
         mid = block.conv3x3_stage(h)
         residual = block.branch_output(mid)
-        if not self.training:
+        if measuring():
             _mark_block(block, on, h, mid)
         return block.relu(block.shortcut(x) + on * residual)
 

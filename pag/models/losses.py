@@ -13,7 +13,9 @@ SILOG_LAMBDA = 0.85  # variance weight of the scale-invariant log loss (BTS, Ada
 
 
 def semantic_loss(logits: Tensor, target: Tensor) -> Tensor:
-    return F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX)
+    """Cross-entropy over labelled pixels; 0 (with gradient) for an all-ignored batch."""
+    total = F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX, reduction="sum")
+    return total / (target != IGNORE_INDEX).sum().clamp(min=1)
 
 
 def boundary_target(boundary: Tensor) -> tuple[Tensor, Tensor]:
@@ -38,6 +40,10 @@ def boundary_loss(logits: Tensor, boundary: Tensor) -> Tensor:
 def depth_loss(pred: Tensor, depth: Tensor) -> Tensor:
     """Scale-invariant log loss sqrt(mean(d^2) - lambda mean(d)^2), d = log pred - log gt, over
     valid pixels (depth > 0) of each image, averaged over images with any valid pixel."""
+    if pred.shape[0] != depth.shape[0] or pred.shape[-2:] != depth.shape[-2:] or depth.dim() != 3:
+        raise PagError(
+            f"depth_loss: prediction {tuple(pred.shape)} vs target {tuple(depth.shape)} (N x H x W)"
+        )
     valid = depth > 0
     d = torch.where(
         valid, torch.log(pred.squeeze(1).clamp(min=1e-6)) - torch.log(depth.clamp(min=1e-6)), 0

@@ -9,6 +9,7 @@ fine-tune). Each method has one budget knob, validated against its range.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -61,8 +62,11 @@ def check_budget(method: str, budget, total_blocks: int):
     high = total_blocks if method == "truncation" else spec.high
     opening = "(" if spec.low_open else "["
     allowed = f"{spec.meaning}, {opening}{spec.low}, {'inf' if high is None else high}]"
-    if budget is None or isinstance(budget, bool) or not isinstance(budget, int | float):
-        raise PagError(f"method {method!r} needs a numeric budget: {allowed}; got {budget!r}")
+    numeric = isinstance(budget, int | float) and not isinstance(budget, bool)
+    if not numeric or not math.isfinite(budget):
+        raise PagError(
+            f"method {method!r} needs a finite numeric budget: {allowed}; got {budget!r}"
+        )
     if spec.integer and int(budget) != budget:
         raise PagError(f"method {method!r} needs an integer budget: {allowed}; got {budget!r}")
     too_low = budget <= spec.low if spec.low_open else budget < spec.low
@@ -80,6 +84,8 @@ class DensePredictionModel(nn.Module):
         super().__init__()
         if not tasks:
             raise PagError("a model needs at least one task")
+        if hasattr(trunk, "fc"):  # the classifier is never used here; unused parameters break DDP
+            del trunk.fc
         self.trunk = trunk
         self.heads = nn.ModuleDict(
             {
@@ -91,6 +97,8 @@ class DensePredictionModel(nn.Module):
         self.head_hidden = head_hidden
         self.method = "dense"
         self.budget = None
+        self.dropped_blocks: list[str] = []  # truncation: blocks whose dense weights are unused
+        self.rebuilt_heads = False  # truncation: heads re-created for fewer channels
         # hooks set by methods
         self.stage_runner: Callable[[int, nn.Sequential, Tensor], Tensor] | None = None
         self.budget_loss_fn: Callable[[DensePredictionModel, dict], Tensor] | None = None
@@ -130,7 +138,7 @@ class DensePredictionModel(nn.Module):
     def budget_loss(self, aux: dict) -> Tensor:
         """The method's compute-budget loss (0 for methods without one)."""
         if self.budget_loss_fn is None:
-            return torch.zeros(())
+            return torch.zeros((), device=next(self.parameters()).device)
         return self.budget_loss_fn(self, aux)
 
     def set_temperature(self, temperature: float) -> None:
@@ -153,6 +161,8 @@ def apply_pag(
     scope: str = "layer",
 ) -> None:
     """Attach a `PixelGate` to each named block (or all) with the KL sparsity loss."""
+    if isinstance(blocks, str) and blocks != "all":
+        raise PagError(f"gate_blocks must be 'all' or a list of block names, got {blocks!r}")
     names = [n for n, _ in model.blocks()] if blocks == "all" else list(blocks)
     for name in names:
         block = model.block(name)
@@ -163,15 +173,16 @@ def apply_pag(
 
 def apply_truncation(model: DensePredictionModel, kept: int) -> None:
     """Keep the first `kept` residual blocks; the heads see the last kept block's features."""
-    removed = 0
+    names = [name for name, _ in model.blocks()]
+    model.dropped_blocks = names[kept:]
     for stage in reversed(model.trunk.stages()):
         while len(stage) and len(model.blocks()) > kept:
             del stage[len(stage) - 1]
-            removed += 1
     last = model.blocks()[-1][1]
     channels = last.conv3.out_channels if hasattr(last, "conv3") else last.conv2.out_channels
     if channels != model.trunk.out_channels:
         model.trunk.out_channels = channels
+        model.rebuilt_heads = True
         model.heads = nn.ModuleDict(
             {
                 t: TaskHead(channels, head_channels(t, n), model.head_hidden)
@@ -228,38 +239,40 @@ def load_dense_weights(
     """Load a dense model's weights into any variant without manual surgery.
 
     Keys the variant added (gates, halting heads, MultiPool branches) may be missing: they keep
-    their initialisation, and modules with an `init_from_dense()` (MultiPool) copy from the
-    loaded weights. Keys of blocks a truncated model dropped, and heads whose shape changed,
-    are skipped. Anything else missing or unexpected is an error naming the keys.
+    their initialisation, and a MultiPool whose branches were missing copies them from the
+    loaded conv. Keys of blocks a truncated model dropped, and of heads it rebuilt, are
+    skipped. Anything else missing, unexpected or of another shape is an error naming the keys.
     """
     own = model.state_dict()
-    added = ("gate.", "halting.", "multipool.", "skip_gate.")
-    compatible = {k: v for k, v in state_dict.items() if k in own and own[k].shape == v.shape}
-    skipped = sorted(set(state_dict) - set(compatible))
-    bad_skipped = [k for k in skipped if k in own or not _dropped_by_truncation(model, k)]
-    bad_skipped = [
-        k for k in bad_skipped if not (k.startswith("heads.") and model.method == "truncation")
-    ]
+    added = ("gate.", "halting.", "multipool.")
+    shaped = {k for k, v in state_dict.items() if k in own and own[k].shape != v.shape}
+    compatible = {k: v for k, v in state_dict.items() if k in own and k not in shaped}
+    dropped = tuple(f"trunk.{name}." for name in model.dropped_blocks)
+    excused = dropped + (("heads.",) if model.rebuilt_heads else ())
+    unexpected = sorted(k for k in set(state_dict) - set(own) if not k.startswith(excused))
+    mis_shaped = sorted(k for k in shaped if not (model.rebuilt_heads and k.startswith("heads.")))
     missing = sorted(set(own) - set(compatible))
-    bad_missing = [k for k in missing if not any(a in k for a in added)]
-    if model.method == "truncation":
-        bad_missing = [k for k in bad_missing if not k.startswith("heads.")]
-    if bad_missing or bad_skipped:
-        raise PagError(
-            "dense weights do not fit this model: "
-            + (
-                f"missing {bad_missing[:8]}{'...' if len(bad_missing) > 8 else ''} "
-                if bad_missing
-                else ""
-            )
-            + (f"unexpected or mis-shaped {bad_skipped[:8]}" if bad_skipped else "")
+    bad_missing = [
+        k
+        for k in missing
+        if not any(a in k for a in added)
+        and k not in shaped
+        and not (model.rebuilt_heads and k.startswith("heads."))
+    ]
+    problems = [
+        f"{label} {keys[:6]}{' ...' if len(keys) > 6 else ''}"
+        for label, keys in (
+            ("missing", bad_missing),
+            ("unexpected", unexpected),
+            ("of another shape", mis_shaped),
         )
+        if keys
+    ]
+    if problems:
+        raise PagError("dense weights do not fit this model: " + "; ".join(problems))
     model.load_state_dict(compatible, strict=False)
-    for module in model.modules():
-        if hasattr(module, "init_from_dense"):
+    for name, module in model.named_modules():
+        prefix = f"{name}.multipool."
+        if hasattr(module, "init_from_dense") and any(k.startswith(prefix) for k in missing):
             module.init_from_dense()
-    return {"missing": missing, "skipped": skipped}
-
-
-def _dropped_by_truncation(model: DensePredictionModel, key: str) -> bool:
-    return model.method == "truncation" and key.startswith("trunk.layer")
+    return {"missing": missing, "skipped": sorted(set(state_dict) - set(compatible))}

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from pag.errors import PagError
+from pag.flops import measuring
 from pag.models.gating import RecordsDecisions, gumbel_softmax, hard_argmax
 
 DEFAULT_TEMPERATURE = 0.1  # the authors' MultiPool Gumbel temperature
@@ -94,21 +95,37 @@ class MultiPool(RecordsDecisions, nn.Conv2d):
             for branch in self.multipool.dilated:
                 branch.weight.copy_(self.weight)
 
-    def forward(self, h: Tensor) -> Tensor:
+    takes_post = True  # the block hands it its BN/ReLU (see resnet.conv_stage)
+
+    def forward(self, h: Tensor, post=None) -> Tensor:
+        """The block's 3x3 stage: `post` (the block's BN and ReLU; none when called alone)
+        follows the conv branches, while the skip branch passes `h` on unchanged, as PAG's
+        skipped pixels do."""
+        if post is None:
+            post = _identity
         outputs = [branch(h) for branch in self.multipool.dilated] + [super().forward(h)]
         if self.average:
             self.last_choice = None
-            return torch.stack(outputs).mean(dim=0)
+            return post(torch.stack(outputs).mean(dim=0))
         logits = self.multipool.attention(h)
         if self.training:
             choice = gumbel_softmax(logits, self.temperature)
         else:
             choice = hard_argmax(logits)
-            for k, branch in enumerate([*self.multipool.dilated, self]):
-                branch.active_mask = choice[:, k : k + 1]  # only the chosen branch computes
+            if measuring():
+                for k, branch in enumerate([*self.multipool.dilated, self]):
+                    branch.active_mask = choice[:, k : k + 1]  # only the chosen branch runs
         self.last_choice = choice
+        skip = choice[:, -1:]
+        conv_weight = 1 - skip
+        # the conv branches' normalised mixture goes through `post` once (one BN pass)
         mixed = sum(choice[:, k : k + 1] * out for k, out in enumerate(outputs))
-        return mixed + choice[:, -1:] * h
+        mixed = mixed / conv_weight.clamp(min=1e-6)
+        return conv_weight * post(mixed) + skip * h
+
+
+def _identity(x: Tensor) -> Tensor:
+    return x
 
 
 def apply_multipool(

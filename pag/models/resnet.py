@@ -32,6 +32,14 @@ def conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(in_planes, out_planes, 1, stride=stride, bias=False)
 
 
+def conv_stage(conv: nn.Module, h: Tensor, post) -> Tensor:
+    """post(conv(h)); a conv that chooses per pixel between convs and passing `h` through
+    (MultiPool) applies `post` to its conv branches only, so its skip branch is a true skip."""
+    if getattr(conv, "takes_post", False):
+        return conv(h, post)  # through the module call, so hooks (MAC counting) see it
+    return post(conv(h))
+
+
 class ResidualBlock(nn.Module):
     """relu(shortcut(x) + branch(x)), with the branch split around its gated 3x3 stage:
     `branch_input` (what the 3x3 conv receives), `conv3x3_stage`, `branch_output`.
@@ -87,7 +95,7 @@ class BasicBlock(ResidualBlock):
         return self.relu(self.bn1(self.conv1(x)))
 
     def conv3x3_stage(self, h: Tensor) -> Tensor:
-        return self.bn2(self.conv2(h))
+        return conv_stage(self.conv2, h, self.bn2)
 
     def branch_output(self, h: Tensor) -> Tensor:
         return h
@@ -111,7 +119,7 @@ class Bottleneck(ResidualBlock):
         return self.relu(self.bn1(self.conv1(x)))
 
     def conv3x3_stage(self, h: Tensor) -> Tensor:
-        return self.relu(self.bn2(self.conv2(h)))
+        return conv_stage(self.conv2, h, lambda y: self.relu(self.bn2(y)))
 
     def branch_output(self, h: Tensor) -> Tensor:
         return self.bn3(self.conv3(h))
@@ -237,9 +245,18 @@ def resnet(depth: int, **kwargs) -> ResNet:
     return _resnet(depth, **kwargs)
 
 
-def load_imagenet_weights(model: ResNet, state_dict: dict[str, Tensor]) -> None:
-    """Load a torchvision ImageNet checkpoint strictly (never downloads anything)."""
-    model.load_state_dict(state_dict, strict=True)
+def load_imagenet_weights(trunk: ResNet, state_dict: dict[str, Tensor]) -> None:
+    """Load a torchvision ImageNet checkpoint strictly (never downloads anything). A trunk
+    inside a DensePredictionModel has no `fc`: the checkpoint's fc keys are then required but
+    not loaded."""
+    if not hasattr(trunk, "fc"):
+        fc = {"fc.weight", "fc.bias"}
+        if not fc <= set(state_dict):
+            raise PagError(
+                f"not a torchvision ResNet checkpoint: no {sorted(fc - set(state_dict))}"
+            )
+        state_dict = {k: v for k, v in state_dict.items() if k not in fc}
+    trunk.load_state_dict(state_dict, strict=True)
 
 
 __all__ = [

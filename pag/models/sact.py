@@ -50,6 +50,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pag.errors import PagError
+from pag.flops import measuring
 from pag.models.layer_skip import PooledBatchNorm2d
 
 EPS = 0.01
@@ -203,9 +204,11 @@ class SACTStageRunner:
         blocks = list(stage)
         if not blocks:
             return x
-        track = not stage.training
+        track = measuring()  # mark what runs only while MACs are being counted
         state = blocks[0](x)  # dense: the first unit is never masked
-        acc = Halting(state[:, :1], self.eps)
+        acc = Halting(
+            state[:, :1].float(), self.eps
+        )  # halting sums in float32, even under autocast
         out: Tensor | None = None
         for i, block in enumerate(blocks):
             if i > 0:
@@ -218,7 +221,7 @@ class SACTStageRunner:
                 head = block.halting
                 if track and i > 0:
                     head.local_conv.active_mask = running
-                p = acc.step(head(state))
+                p = acc.step(head(state).float())
             out = p * state if out is None else out + p * state
         self.ponder[name] = acc.ponder_cost()
         self.units[name] = acc.units
