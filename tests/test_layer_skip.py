@@ -7,6 +7,7 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+from model_helpers import warm_bn
 
 from pag.errors import PagError
 from pag.flops import macs_breakdown, marking, measure_macs
@@ -16,28 +17,9 @@ from pag.models.layer_skip import BlockGate, apply_layer_skip, target_rate_loss
 TINY = dict(tasks={"semantic": 3}, width_multiplier=0.125, head_hidden=8, output_stride=8)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread; on a loaded machine intra-op threads contend
-    (a 30-step training loop takes 0.5 s on one thread and over 10 s on two)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _model(target=0.5, depth=18, method="layer_skip", seed=0):
     torch.manual_seed(seed)
     return build_model(method, target if method == "layer_skip" else None, depth=depth, **TINY)
-
-
-def _warm_bn(model, steps=2, seed=1):
-    """A few training-mode forwards so BatchNorm running stats are not the trivial ones."""
-    g = torch.Generator().manual_seed(seed)
-    model.train()
-    with torch.no_grad():
-        for _ in range(steps):
-            model(torch.randn(4, 3, 32, 32, generator=g) * 2 + 0.5)
 
 
 def _force(model, execute: bool):
@@ -119,7 +101,7 @@ def test_target_rate_loss_by_hand():
 @pytest.mark.parametrize("depth", [18, 26])
 def test_dense_weights_and_open_gates_equal_dense(depth):
     dense = _model(depth=depth, method="dense")
-    _warm_bn(dense)
+    warm_bn(dense)
     skip = _model(depth=depth, seed=5)
     report = load_dense_weights(skip, dense.state_dict())
     assert report["missing"] and all(".gate." in k for k in report["missing"])

@@ -8,6 +8,7 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+from model_helpers import warm_bn
 
 from pag.errors import PagError
 from pag.flops import dense_macs, macs_breakdown, marking, measure_macs
@@ -27,26 +28,9 @@ from pag.models.sact import (
 TINY = dict(tasks={"semantic": 3}, width_multiplier=0.125, head_hidden=8, output_stride=8)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread; on a loaded machine intra-op threads contend."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _model(tau=0.01, depth=18, method="sact", seed=0):
     torch.manual_seed(seed)
     return build_model(method, tau if method == "sact" else None, depth=depth, **TINY)
-
-
-def _warm_bn(model, steps=2, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    model.train()
-    with torch.no_grad():
-        for _ in range(steps):
-            model(torch.randn(4, 3, 32, 32, generator=g) * 2 + 0.5)
 
 
 def _set_halting_bias(model, bias):
@@ -212,7 +196,7 @@ def test_halting_heads_receive_gradients():
 
 def test_eval_is_deterministic():
     model = _model(depth=18)
-    _warm_bn(model)
+    warm_bn(model)
     model.eval()
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
@@ -294,7 +278,7 @@ def _reference_stage(stage, x, eps=0.01):
 
 def test_stage_runner_matches_the_equations_with_varied_halting():
     model = _model(depth=50)  # stages of 3, 4, 6 and 3 units
-    _warm_bn(model)
+    warm_bn(model)
     _set_halting_bias(model, -3.0)
     for _, block in model.blocks():  # restore random head weights, bias 0: mid-range scores
         if hasattr(block, "halting"):
@@ -338,7 +322,7 @@ def test_stage_runner_matches_the_equations_with_varied_halting():
 @pytest.mark.parametrize("depth", [18, 26])
 def test_dense_weights_and_no_halting_equal_dense(depth):
     dense = _model(depth=depth, method="dense")
-    _warm_bn(dense)
+    warm_bn(dense)
     sact = _model(depth=depth, seed=5)
     report = load_dense_weights(sact, dense.state_dict())
     assert report["missing"] and all(".halting." in k for k in report["missing"])
@@ -356,7 +340,7 @@ def test_dense_weights_and_no_halting_equal_dense(depth):
 
 def test_halting_at_once_equals_first_units_only():
     model = _model(depth=26)
-    _warm_bn(model)
+    warm_bn(model)
     _set_halting_bias(model, float("inf"))  # h = 1 at the first unit
     model.eval()
     x = torch.randn(2, 3, 32, 32)

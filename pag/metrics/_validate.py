@@ -58,6 +58,21 @@ def check_same_count(a: Sequence[Any], b: Sequence[Any], name_a: str, name_b: st
         raise MetricError(f"{name_b}: has {len(b)} images but {name_a} has {len(a)}")
 
 
+def split_pred_gt_mask(
+    pred: Any, gt: Any, mask: Any, image_ndim: int
+) -> tuple[list[np.ndarray], list[np.ndarray], list[Any]]:
+    """The per-image lists of an accumulator's update: pred and gt with `image_ndim` dims per
+    image, mask (H x W per image) or None for each image, counts checked."""
+    preds = split_images(pred, "pred", image_ndim)
+    gts = split_images(gt, "gt", image_ndim)
+    check_same_count(preds, gts, "pred", "gt")
+    masks: list[Any] = [None] * len(gts)
+    if mask is not None:
+        masks = split_images(mask, "mask", 2)
+        check_same_count(gts, masks, "gt", "mask")
+    return preds, gts, masks
+
+
 def check_same_shape(a: np.ndarray, b: np.ndarray, name_a: str, name_b: str) -> None:
     if a.shape != b.shape:
         raise MetricError(f"{name_b}: shape {b.shape} does not match {name_a} shape {a.shape}")

@@ -41,9 +41,8 @@ from pag.metrics._validate import (
     MetricError,
     as_mask,
     check_finite,
-    check_same_count,
     check_same_shape,
-    split_images,
+    split_pred_gt_mask,
 )
 
 DEPTH_KEYS = (
@@ -162,13 +161,7 @@ class DepthAccumulator:
         self.num_skipped = 0
 
     def update(self, pred: Any, gt: Any, mask: Any = None) -> None:
-        preds = split_images(pred, "pred", 2)
-        gts = split_images(gt, "gt", 2)
-        check_same_count(preds, gts, "pred", "gt")
-        masks: list[Any] = [None] * len(gts)
-        if mask is not None:
-            masks = split_images(mask, "mask", 2)
-            check_same_count(gts, masks, "gt", "mask")
+        preds, gts, masks = split_pred_gt_mask(pred, gt, mask, 2)
         rows = []
         skipped = 0
         for i, (p, g, m) in enumerate(zip(preds, gts, masks, strict=True)):

@@ -32,9 +32,8 @@ from pag.metrics._validate import (
     MetricError,
     as_mask,
     check_finite,
-    check_same_count,
     check_same_shape,
-    split_images,
+    split_pred_gt_mask,
 )
 
 NORMAL_KEYS = ("mean", "median", "rmse", "within_11_25", "within_22_5", "within_30")
@@ -107,13 +106,7 @@ class NormalAccumulator:
         self._within = np.zeros(len(_THRESHOLDS), dtype=np.int64)
 
     def update(self, pred: Any, gt: Any, mask: Any = None) -> None:
-        preds = split_images(pred, "pred", 3)
-        gts = split_images(gt, "gt", 3)
-        check_same_count(preds, gts, "pred", "gt")
-        masks: list[Any] = [None] * len(gts)
-        if mask is not None:
-            masks = split_images(mask, "mask", 2)
-            check_same_count(gts, masks, "gt", "mask")
+        preds, gts, masks = split_pred_gt_mask(pred, gt, mask, 3)
         checked = []
         for i, (p, g, m) in enumerate(zip(preds, gts, masks, strict=True)):
             if g.shape[0] != 3:
