@@ -126,3 +126,15 @@ def test_data_root_precedence(monkeypatch, tmp_path):
     assert data_root(None) == tmp_path / "env"
     monkeypatch.delenv("PAG_DATA")
     assert data_root(None).name == "data"
+
+
+def test_write_bytes_atomic_creates_folders_and_leaves_nothing_on_failure(tmp_path):
+    from pag.fileio import write_bytes_atomic
+
+    write_bytes_atomic(tmp_path / "a" / "b" / "x.bin", b"data", durable=False)
+    assert (tmp_path / "a" / "b" / "x.bin").read_bytes() == b"data"
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "dir" / "inside").write_text("keep")
+    with pytest.raises(OSError):
+        write_bytes_atomic(tmp_path / "dir", b"data")  # cannot replace a non-empty folder
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "dir"]

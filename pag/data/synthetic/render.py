@@ -165,7 +165,7 @@ def render(scene: Scene) -> Rendering:
         win2[v0:v1, u0:u1][closer] = False
 
     # albedo from each material's procedural texture
-    albedo = np.empty((h * w, 3))
+    albedo = np.zeros((h * w, 3))  # windows keep 0 here: their colour is the sky
     solid = ~window
     for index in np.unique(material[solid]):
         sel = solid & (material == index)

@@ -231,6 +231,9 @@ def _run(jobs: list[tuple[SynthParams, int, str]], workers: int) -> Iterator[dic
     if workers == 1 or len(jobs) == 1:
         yield from map(_write_one, jobs)
         return
-    # forkserver, not fork: torch and BLAS have started threads by now (Python 3.12+ warns)
-    with multiprocessing.get_context("forkserver").Pool(workers) as pool:
+    # forkserver, not fork: torch and BLAS have started threads by now (Python 3.12+ warns);
+    # the server imports the renderer once, so each worker starts without re-importing it
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    with context.Pool(workers) as pool:
         yield from pool.imap_unordered(_write_one, jobs, chunksize=8)
