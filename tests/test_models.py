@@ -400,3 +400,21 @@ def test_wrapped_trunk_has_no_classifier_but_loads_imagenet_keys():
     del checkpoint["fc.bias"]
     with pytest.raises(PagError, match=r"no \['fc.bias'\]"):
         load_imagenet_weights(model.trunk, checkpoint)
+
+
+@pytest.mark.parametrize("method", list(BUDGET))
+def test_batch_of_one_and_copies_after_a_training_step(method):
+    """A single-image batch trains (pooled BatchNorm in gate heads falls back to running
+    statistics), and the model copies afterwards and evaluates like its copy."""
+    import copy
+
+    torch.manual_seed(0)
+    model = build_model(method, BUDGET[method], **SMALL).train()
+    out = model(torch.randn(1, 3, 32, 40))
+    (out["pred"]["semantic"].mean() + model.budget_loss(out["aux"])).backward()
+    twin = copy.deepcopy(model).eval()
+    model.eval()
+    x = torch.randn(2, 3, 24, 40)
+    with torch.no_grad():
+        a, b = model(x), twin(x)
+    torch.testing.assert_close(a["pred"]["semantic"], b["pred"]["semantic"], rtol=0, atol=0)
