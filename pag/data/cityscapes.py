@@ -65,12 +65,20 @@ optionally camera/ and disparity/, each with train/, val/ and test/ inside.
 credentials.) Then run `pag data check cityscapes`."""
 
 
-def train_ids(label_ids: np.ndarray) -> np.ndarray:
-    """Cityscapes label ids (H x W uint8) to the 19 train ids, 255 = ignore."""
+def _train_id_table() -> np.ndarray:
     lut = np.full(256, IGNORE_INDEX, dtype=np.int64)
     for label_id, train_id in LABEL_TO_TRAIN_ID.items():
         lut[label_id] = train_id
-    return lut[label_ids.astype(np.uint8)]
+    lut.flags.writeable = False
+    return lut
+
+
+_TRAIN_ID_TABLE = _train_id_table()
+
+
+def train_ids(label_ids: np.ndarray) -> np.ndarray:
+    """Cityscapes label ids (H x W uint8) to the 19 train ids, 255 = ignore."""
+    return _TRAIN_ID_TABLE[label_ids.astype(np.uint8)]
 
 
 def object_ids(instance_ids: np.ndarray) -> np.ndarray:
