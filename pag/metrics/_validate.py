@@ -20,7 +20,10 @@ def as_array(value: Any, name: str) -> np.ndarray:
     if isinstance(value, np.ndarray):
         return value
     if hasattr(value, "detach") and hasattr(value, "cpu"):  # torch.Tensor, without importing torch
-        return value.detach().cpu().numpy()
+        value = value.detach().cpu()
+        if value.is_floating_point() and value.dtype.itemsize < 4:  # bf16/fp16: numpy lacks bf16
+            value = value.float()
+        return value.numpy()
     try:
         arr = np.asarray(value)
     except (TypeError, ValueError) as exc:

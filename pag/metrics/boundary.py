@@ -150,7 +150,8 @@ def _image_counts(
     nms: bool,
     solver: str = "lapmod",
 ) -> np.ndarray:
-    pb = edge_nms(prob) if nms else prob.astype(np.float64, copy=False)
+    # with NMS, quantise to 1/255 as the HED/RCF scripts do by saving an 8-bit PNG first
+    pb = np.round(edge_nms(prob) * 255) / 255 if nms else prob.astype(np.float64, copy=False)
     max_px = max_dist_pixels(prob.shape, max_dist)
     matchers = [Matcher(g, max_px, solver) for g in gt]
     sum_r = float(gt.sum())

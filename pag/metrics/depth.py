@@ -167,8 +167,11 @@ class DepthAccumulator:
         for i, (p, g, m) in enumerate(zip(preds, gts, masks, strict=True)):
             check_same_shape(g, p, f"gt[{i}]", f"pred[{i}]")
             for arr, name in ((p, f"pred[{i}]"), (g, f"gt[{i}]")):
-                if arr.dtype.kind not in "iuf":
-                    raise MetricError(f"{name}: expected depths in metres, got dtype {arr.dtype}")
+                if arr.dtype.kind != "f":  # integers are encoded depths (mm, 1/512 m, ...)
+                    raise MetricError(
+                        f"{name}: expected float depths in metres, got dtype {arr.dtype} "
+                        "(decode integer depth PNGs to metres first)"
+                    )
                 check_finite(arr, name)
             if (g < 0).any():
                 raise MetricError(f"gt[{i}]: negative depths; expected metres >= 0 (0 = invalid)")

@@ -115,8 +115,11 @@ class NormalAccumulator:
                 )
             check_same_shape(g, p, f"gt[{i}]", f"pred[{i}]")
             for arr, name in ((p, f"pred[{i}]"), (g, f"gt[{i}]")):
-                if arr.dtype.kind not in "iuf":
-                    raise MetricError(f"{name}: expected float vectors, got dtype {arr.dtype}")
+                if arr.dtype.kind != "f":  # integers are RGB-encoded normals
+                    raise MetricError(
+                        f"{name}: expected float unit vectors, got dtype {arr.dtype} "
+                        "(decode RGB-encoded normals first)"
+                    )
                 check_finite(arr, name)
             flat_mask = None if m is None else as_mask(m, f"mask[{i}]", g.shape[1:]).ravel()
             checked.append((p.reshape(3, -1), g.reshape(3, -1), flat_mask))

@@ -48,6 +48,10 @@ class SegmentationAccumulator:
             raise MetricError(f"num_classes: expected a positive integer, got {num_classes!r}")
         if num_classes < 1:
             raise MetricError(f"num_classes: expected a positive integer, got {num_classes}")
+        if ignore_index is not None and (
+            isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer))
+        ):
+            raise MetricError(f"ignore_index: expected an integer or None, got {ignore_index!r}")
         if ignore_index is not None and 0 <= ignore_index < num_classes:
             raise MetricError(
                 f"ignore_index: {ignore_index} is a valid class id (0..{num_classes - 1}); "
@@ -81,7 +85,7 @@ class SegmentationAccumulator:
             checked.append((p, g))
         # add only once every image has passed, so a bad batch leaves the state untouched
         for p, g in checked:
-            codes = g.astype(np.int64) * n + p
+            codes = g.astype(np.int64) * n + p.astype(np.int64)
             self.confusion += np.bincount(codes, minlength=n * n).reshape(n, n)
 
     def compute(self) -> dict[str, Any]:
