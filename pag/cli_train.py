@@ -1,0 +1,55 @@
+"""`pag train`: train one model from a run params file into a run directory (resumable)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+
+@click.command("train")
+@click.option(
+    "--params",
+    "params_file",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Run params YAML (e.g. params/examples/tiny_run.yaml).",
+)
+@click.option(
+    "--out",
+    "run_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Run directory: params.yaml, checkpoints/, metrics.json. Resumed when it exists.",
+)
+@click.option(
+    "--init-from",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Start from this checkpoint's weights (a dense run's final.pt: the paper's "
+    "plug-in-and-fine-tune protocol); recorded in the run's params.",
+)
+@click.option(
+    "--data-root",
+    "--root",
+    "root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Data root holding <root>/<NAME>; default the params' data_root, else $PAG_DATA, "
+    "else data/ in the project. Not part of the run's identity.",
+)
+def train(params_file: Path, run_dir: Path, init_from: Path | None, root: Path | None) -> None:
+    """Train the model a run params file describes, writing RUN_DIR/params.yaml,
+    RUN_DIR/checkpoints/{last,final}.pt and RUN_DIR/metrics.json.
+
+    Started again with the same command, a run resumes from its last checkpoint and ends
+    exactly as an uninterrupted run would; other params for an existing RUN_DIR are refused."""
+    from pag.training import load_run_params
+    from pag.training import train as train_run
+
+    overrides = {"init_from": str(init_from)} if init_from is not None else None
+    params = load_run_params(params_file, overrides=overrides)
+    metrics = train_run(params, run_dir, data_root=root, source=str(params_file))
+    summary = {k: metrics[k] for k in ("steps", "epochs", "images_per_s")}
+    click.echo(json.dumps({"run": str(run_dir), "train": metrics["train"], **summary}))

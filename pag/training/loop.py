@@ -1,0 +1,433 @@
+"""The training loop: exact, resumable determinism by construction.
+
+* **Data.** There is no hidden random state in the data pipeline. Epoch `e` visits the training
+  split in the order `torch.randperm` gives with a generator seeded from (seed, e); sample `i`
+  of epoch `e` is cropped and flipped with a generator seeded from (seed, e, i). A run resumed
+  at step k of an epoch rebuilds the same order and skips the k batches already done, and
+  DataLoader workers (`training.num_workers`) change nothing.
+* **Model.** Gumbel noise (and anything else random in a forward) uses the global torch
+  generator. It is seeded once, before the model is built, and its state, with numpy's and
+  Python's, is saved in every checkpoint and restored on resumption.
+* **Arithmetic.** On CPU, `torch.use_deterministic_algorithms(True)` and a fixed thread count.
+
+So a run killed at any point and started again ends with the same weights and metrics, bit for
+bit, as one that was never interrupted (on the same machine and thread count).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+import torch
+import yaml
+from torch.utils.data import DataLoader, Dataset
+
+from pag.data import collate_samples, get_dataset
+from pag.data.transforms import Normalize, RandomCrop, RandomHorizontalFlip
+from pag.errors import PagError
+from pag.fileio import atomic_write, write_json_atomic
+from pag.models.losses import task_losses
+from pag.training import checkpoint
+from pag.training.progress import Progress
+from pag.training.run_params import (
+    LOCATION_KEYS,
+    RunParams,
+    differing_keys,
+    resolve_threads,
+    validate_run_params,
+)
+
+PARAMS_FILE = "params.yaml"
+METRICS_FILE = "metrics.json"
+BUDGET_TERM = "budget"
+
+
+# -- seeds and data ----------------------------------------------------------------------------
+
+
+def derived_seed(*parts: int) -> int:
+    """A 63-bit seed mixed from integers (numpy's SeedSequence: well spread, platform-free)."""
+    words = np.random.SeedSequence([int(p) for p in parts]).generate_state(2, dtype=np.uint32)
+    return (int(words[0]) << 31) ^ int(words[1])
+
+
+_ORDER, _AUGMENT = 1, 2  # stream tags, so the two kinds of seeds never coincide
+
+
+def epoch_order(num_samples: int, seed: int, epoch: int) -> list[int]:
+    generator = torch.Generator().manual_seed(derived_seed(seed, _ORDER, epoch))
+    return torch.randperm(num_samples, generator=generator).tolist()
+
+
+def epoch_batches(num_samples: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """The epoch's batches of sample indices; the last incomplete batch is dropped, so every
+    step sees `batch_size` images (BatchNorm statistics) and the step count is fixed."""
+    order = epoch_order(num_samples, seed, epoch)
+    count = num_samples // batch_size
+    return [order[i * batch_size : (i + 1) * batch_size] for i in range(count)]
+
+
+class AugmentedSplit(Dataset):
+    """Training samples of one epoch: a random crop to `size` and a random horizontal flip,
+    each sample with its own generator seeded from (seed, epoch, index), then normalisation.
+    Only the image and the run's targets are kept."""
+
+    def __init__(self, base, size: tuple[int, int], tasks, seed: int, epoch: int):
+        self.base, self.size, self.keys = base, tuple(size), ("image", *tasks)
+        self.seed, self.epoch = seed, epoch
+        self.normalize = Normalize()
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int) -> dict:
+        generator = torch.Generator().manual_seed(
+            derived_seed(self.seed, _AUGMENT, self.epoch, index)
+        )
+        sample = self.base[index]
+        sample = {k: sample[k] for k in self.keys}  # type: ignore[literal-required]
+        sample = RandomCrop(self.size, generator=generator)(sample)  # type: ignore[arg-type]
+        sample = RandomHorizontalFlip(generator=generator)(sample)
+        return self.normalize(sample)  # type: ignore[return-value]
+
+
+def open_train_split(params: RunParams, data_root: str | os.PathLike | None):
+    root = data_root if data_root is not None else params.data_root
+    dataset = get_dataset(params.dataset, root, split=params.train_split)
+    missing = sorted(set(params.tasks) - set(dataset.tasks))
+    if missing:
+        raise PagError(f"dataset '{params.dataset}' has no targets for tasks {missing}")
+    classes = params.tasks.get("semantic")
+    if "semantic" in params.tasks and dataset.num_classes and classes != dataset.num_classes:
+        raise PagError(
+            f"tasks.semantic is {classes} but dataset '{params.dataset}' has "
+            f"{dataset.num_classes} classes"
+        )
+    if len(dataset) < params.training.batch_size:
+        raise PagError(
+            f"split '{params.train_split}' of '{params.dataset}' has {len(dataset)} images, "
+            f"fewer than training.batch_size {params.training.batch_size}"
+        )
+    return dataset
+
+
+# -- environment -------------------------------------------------------------------------------
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise PagError("device: cuda was asked for, but torch sees no CUDA device")
+    return torch.device(name)
+
+
+@contextlib.contextmanager
+def compute_settings(threads: int, device: torch.device) -> Iterator[None]:
+    """Thread count and deterministic algorithms for the run, restored afterwards (the
+    settings are process-wide and tests train in-process)."""
+    old_threads = torch.get_num_threads()
+    old_deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(threads)
+    if device.type == "cpu":
+        torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old_threads)
+        torch.use_deterministic_algorithms(old_deterministic)
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)  # noqa: NPY002  (the global state others may draw from)
+    random.seed(seed)
+
+
+# -- state -------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunState:
+    """Where a run is: `step` optimizer steps done in all; `position` of them in `epoch`."""
+
+    step: int = 0
+    epoch: int = 0
+    position: int = 0
+    sums: dict[str, float] = field(default_factory=dict)  # loss sums over the epoch so far
+    history: list[dict[str, float]] = field(default_factory=list)  # per-epoch means
+    images: int = 0  # images trained on, all processes of the run together
+    seconds: float = 0.0  # time spent in training steps, likewise
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "epoch": self.epoch,
+            "position": self.position,
+            "sums": dict(self.sums),
+            "history": [dict(h) for h in self.history],
+            "images": self.images,
+            "seconds": self.seconds,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunState:
+        return cls(**data)
+
+
+def make_optimizer(params: RunParams, model: torch.nn.Module) -> torch.optim.Optimizer:
+    t = params.training
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if t.optimizer == "sgd":
+        return torch.optim.SGD(trainable, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+    return torch.optim.Adam(trainable, lr=t.lr, weight_decay=t.weight_decay)
+
+
+def make_scheduler(optimizer, total_steps: int, power: float):
+    """Poly schedule over the run's steps: lr * (1 - step / total) ** power."""
+
+    def factor(step: int) -> float:
+        return (1.0 - min(step, total_steps) / total_steps) ** power
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+# -- the run directory ---------------------------------------------------------------------------
+
+
+def read_run_params(run_dir: Path) -> RunParams | None:
+    path = run_dir / PARAMS_FILE
+    if not path.is_file():
+        return None
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise PagError(f"{path}: not valid YAML ({exc})") from None
+    return validate_run_params(raw, path, check_files=False)
+
+
+def check_same_params(run_dir: Path, params: RunParams, source: str) -> bool:
+    """True when `run_dir` was started with these params; refuse other params."""
+    recorded = read_run_params(run_dir)
+    if recorded is None:
+        return False
+    mine, theirs = params.resolved(), recorded.resolved()
+    for key in LOCATION_KEYS:
+        mine.pop(key, None)
+        theirs.pop(key, None)
+    differing = differing_keys(theirs, mine)
+    if differing:
+        raise PagError(
+            f"{run_dir} was started with other params ({', '.join(differing)} differ from "
+            f"{source}); use another --out, or the same params to resume"
+        )
+    return True
+
+
+def write_params(run_dir: Path, params: RunParams) -> None:
+    text = (
+        "# Resolved run params, written by `pag train` (defaults filled in). Resuming this run\n"
+        "# needs the same params.\n" + yaml.safe_dump(params.resolved(), sort_keys=False)
+    )
+    with atomic_write(run_dir / PARAMS_FILE, "w") as handle:
+        handle.write(text)
+
+
+# -- training ------------------------------------------------------------------------------------
+
+
+def _means(sums: dict[str, float], steps: int) -> dict[str, float]:
+    return {k: v / steps for k, v in sums.items()} if steps else {}
+
+
+def _check_finite(step: int, values: dict[str, float]) -> None:
+    for name, value in values.items():
+        if not math.isfinite(value):
+            kind = "nan" if math.isnan(value) else "inf"
+            raise PagError(f"step {step}: loss term '{name}' is {kind}")
+
+
+def train(
+    params: RunParams,
+    run_dir: str | os.PathLike,
+    *,
+    data_root: str | os.PathLike | None = None,
+    source: str = "the given params",
+    stream: TextIO | None = None,
+    tty: bool | None = None,
+) -> dict[str, Any]:
+    """Train `params` in `run_dir`, resuming from `run_dir/checkpoints/last.pt` when present,
+    and return the metrics written to `run_dir/metrics.json`.
+
+    Everything that can be checked (params against the run dir's, dataset, model, init
+    checkpoint) is checked before anything is written."""
+    run_dir = Path(run_dir)
+    resuming_dir = check_same_params(run_dir, params, source)
+    last_path = checkpoint.checkpoint_dir(run_dir) / checkpoint.LAST
+    final_path = checkpoint.checkpoint_dir(run_dir) / checkpoint.FINAL
+    metrics_path = run_dir / METRICS_FILE
+    if resuming_dir and last_path.is_file() and final_path.is_file() and metrics_path.is_file():
+        return json.loads(metrics_path.read_text())  # finished: nothing left to do
+
+    device = resolve_device(params.device)
+    threads = resolve_threads(params.threads)
+    dataset = open_train_split(params, data_root)
+    t = params.training
+    steps_per_epoch = len(dataset) // t.batch_size
+    total_steps = steps_per_epoch * t.epochs
+
+    with compute_settings(threads, device):
+        seed_everything(params.seed)
+        model = params.build_model()
+        resume = checkpoint.load(last_path) if resuming_dir and last_path.is_file() else None
+        if resume is not None:
+            if resume.get("params_hash") != params.digest():
+                raise PagError(f"{last_path} was written with other params than {run_dir}")
+            model.load_state_dict(resume["model"])
+        elif params.init_from is not None:
+            from pag.models import load_dense_weights
+
+            load_dense_weights(model, checkpoint.model_weights(params.init_from))
+        model.to(device)
+        if device.type == "cuda":
+            model.to(memory_format=torch.channels_last)
+        optimizer = make_optimizer(params, model)
+        scheduler = make_scheduler(optimizer, total_steps, t.poly_power)
+        state = RunState()
+        if resume is not None:
+            optimizer.load_state_dict(resume["optimizer"])
+            scheduler.load_state_dict(resume["scheduler"])
+            state = RunState.from_dict(resume["state"])
+            checkpoint.set_rng_states(resume["rng"])
+
+        # nothing was written until here
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if not resuming_dir:
+            write_params(run_dir, params)
+        checkpoint.remove_stale_temporaries(run_dir)
+        progress = Progress(t.epochs, steps_per_epoch, t.log_every, stream=stream, tty=tty)
+        if resume is not None:
+            progress.write(f"resuming {run_dir} at step {state.step}/{total_steps}")
+        try:
+            _run_epochs(
+                params, model, optimizer, scheduler, dataset, state, device, progress, last_path
+            )
+        finally:
+            progress.close()
+        save_last(last_path, params, model, optimizer, scheduler, state)
+
+    checkpoint.save(
+        final_path, {"format": checkpoint.FORMAT, "model": _cpu_state(model), "step": state.step}
+    )
+    metrics = {
+        "train": state.history[-1]["train"] if state.history else {},
+        "steps": state.step,
+        "epochs": state.epoch,
+        "images_per_s": state.images / state.seconds if state.seconds else None,
+        "history": state.history,
+        "method": params.method,
+        "budget": params.budget,
+        "params_hash": params.digest(),
+    }
+    write_json_atomic(metrics_path, metrics)
+    return metrics
+
+
+def _cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu() for k, v in model.state_dict().items()}
+
+
+def save_last(path, params, model, optimizer, scheduler, state: RunState) -> None:
+    checkpoint.save(
+        path,
+        {
+            "format": checkpoint.FORMAT,
+            "params_hash": params.digest(),
+            "model": _cpu_state(model),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "state": state.to_dict(),
+            "rng": checkpoint.rng_states(),
+        },
+    )
+
+
+def _train_step(model, optimizer, batch, weights, budget_weight, device, step) -> dict:
+    """One optimizer step; the loss terms (unweighted) and the weighted total as floats.
+    A term that is not finite stops the run before the weights change."""
+    cuda = device.type == "cuda"
+    images = batch["image"].to(device, non_blocking=True)
+    if cuda:
+        images = images.contiguous(memory_format=torch.channels_last)
+    targets = {task: batch[task].to(device, non_blocking=True) for task in weights}
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
+    with autocast:
+        out = model(images)
+    terms = task_losses({k: v.float() for k, v in out["pred"].items()}, targets)
+    terms[BUDGET_TERM] = model.budget_loss(out["aux"]).float()
+    loss = sum(weights[k] * terms[k] for k in weights) + budget_weight * terms[BUDGET_TERM]
+    values = torch.stack([v.detach() for v in (*terms.values(), loss)]).tolist()  # one sync
+    named = dict(zip([*terms, "total"], values, strict=True))
+    _check_finite(step, named)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    named["loss"] = named.pop("total")
+    return named
+
+
+def _run_epochs(
+    params, model, optimizer, scheduler, dataset, state: RunState, device, progress, last_path
+):
+    t = params.training
+    weights = {task: t.loss_weights.get(task, 1.0) for task in params.tasks}
+    steps_per_epoch = len(dataset) // t.batch_size
+    while state.epoch < t.epochs:
+        epoch = state.epoch
+        temperature = t.temperature.at(epoch) if t.temperature is not None else None
+        if temperature is not None:
+            model.set_temperature(temperature)
+        batches = epoch_batches(len(dataset), t.batch_size, params.seed, epoch)
+        loader = DataLoader(
+            AugmentedSplit(dataset, params.input_size, params.tasks, params.seed, epoch),
+            batch_sampler=batches[state.position :],
+            num_workers=t.num_workers,
+            collate_fn=collate_samples,
+            generator=torch.Generator(),  # DataLoader would otherwise draw from the global one
+        )
+        model.train()
+        progress.start_epoch(epoch, state.position)
+        started = time.perf_counter()
+        for batch in loader:
+            step = state.step + 1
+            values = _train_step(model, optimizer, batch, weights, t.budget_weight, device, step)
+            scheduler.step()
+            state.step, state.position = step, state.position + 1
+            for name, value in values.items():
+                state.sums[name] = state.sums.get(name, 0.0) + value
+            images = int(batch["image"].shape[0])
+            state.images += images
+            now = time.perf_counter()
+            state.seconds += now - started
+            progress.step(step, state.position, images, values["loss"])
+            if step % t.checkpoint_every == 0:
+                save_last(last_path, params, model, optimizer, scheduler, state)
+            started = time.perf_counter()
+        summary = _means(state.sums, steps_per_epoch)
+        record: dict[str, Any] = {"epoch": epoch + 1, "train": summary}
+        record["lr"] = scheduler.get_last_lr()[0]
+        if temperature is not None:
+            record["temperature"] = temperature
+        state.history.append(record)
+        progress.end_epoch(summary)
+        state.epoch, state.position, state.sums = epoch + 1, 0, {}

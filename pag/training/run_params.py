@@ -1,0 +1,246 @@
+"""Run parameters: the validated description of one training run (`pag train --params FILE`).
+
+A run file names the dataset and tasks, the model (`pag.params.ModelParams`), one method and its
+budget, an optional checkpoint to start from, the training schedule, the seed and where to run.
+An invalid file fails before anything is written, with every problem naming its key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from pag.errors import PagError
+from pag.models.model import METHODS, check_budget
+from pag.params import TASK_NAMES, ModelParams
+
+# keys that say where things are, not what is computed: they may change between a run's
+# start and its resumption, and are left out of the params hash
+LOCATION_KEYS = ("data_root",)
+
+
+class TemperatureSchedule(BaseModel):
+    """`pag.models.gating.temperature_at`'s arguments; the defaults are the authors' schedule."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    start: float = Field(default=1.0, gt=0)
+    decay: float = Field(default=0.03, ge=0)
+    every: int = Field(default=2, ge=1)
+    minimum: float = Field(default=0.01, gt=0)
+    final: float = Field(default=0.001, gt=0)
+
+    def at(self, epoch: int) -> float:
+        from pag.models.gating import temperature_at
+
+        return temperature_at(epoch, **self.model_dump())
+
+
+class TrainingParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    epochs: int = Field(ge=1)
+    batch_size: int = Field(ge=1)
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    lr: float = Field(gt=0)
+    momentum: float = Field(default=0.9, ge=0, lt=1)
+    weight_decay: float = Field(default=5e-4, ge=0)
+    poly_power: float = Field(default=0.9, ge=0, description="lr * (1 - step/total)^power")
+    loss_weights: dict[str, float] = Field(default_factory=dict, description="default 1 per task")
+    budget_weight: float = Field(default=1.0, ge=0)
+    temperature: TemperatureSchedule | None = Field(
+        default_factory=TemperatureSchedule,
+        description="set every Gumbel gate's temperature per epoch; null keeps each module's",
+    )
+    checkpoint_every: int = Field(default=200, ge=1, description="steps")
+    log_every: int = Field(default=20, ge=1, description="steps (plain log lines)")
+    num_workers: int = Field(default=0, ge=0, description="DataLoader worker processes")
+
+    @field_validator("loss_weights")
+    @classmethod
+    def _finite_weights(cls, weights: dict[str, float]) -> dict[str, float]:
+        for task, weight in weights.items():
+            if not weight >= 0 or weight == float("inf"):
+                raise ValueError(f"loss weight of {task!r} must be finite and >= 0, got {weight}")
+        return weights
+
+
+class RunParams(BaseModel):
+    """One training run. `init_from` paths are made absolute when validated."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    dataset: str
+    data_root: str | None = Field(default=None, description="else --data-root, $PAG_DATA, data/")
+    train_split: str = "train"
+    tasks: dict[str, int | None]
+    input_size: tuple[int, int] = Field(description="(height, width) of training crops")
+    model: ModelParams = ModelParams()
+    method: str = "dense"
+    budget: float | int | None = None
+    init_from: str | None = Field(default=None, description="checkpoint whose weights start")
+    training: TrainingParams
+    seed: int = Field(default=0, ge=0)
+    threads: int | None = Field(default=None, ge=1, description="else the environment's")
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
+
+    @field_validator("dataset")
+    @classmethod
+    def _known_dataset(cls, name: str) -> str:
+        from pag.data import dataset_names
+
+        if name not in dataset_names():
+            raise ValueError(f"unknown dataset {name!r}; expected one of {dataset_names()}")
+        return name
+
+    @field_validator("tasks")
+    @classmethod
+    def _known_tasks(cls, tasks: dict[str, int | None]) -> dict[str, int | None]:
+        unknown = sorted(set(tasks) - set(TASK_NAMES))
+        if unknown or not tasks:
+            raise ValueError(
+                f"tasks must be a non-empty subset of {list(TASK_NAMES)}, got {list(tasks)}"
+            )
+        if "semantic" in tasks and (tasks["semantic"] is None or tasks["semantic"] < 2):
+            raise ValueError("tasks.semantic must be the number of classes (>= 2)")
+        return tasks
+
+    @field_validator("input_size")
+    @classmethod
+    def _positive_size(cls, size: tuple[int, int]) -> tuple[int, int]:
+        if min(size) < 8:
+            raise ValueError(f"input_size must be at least 8 x 8, got {list(size)}")
+        return size
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, method: str) -> str:
+        if method not in METHODS:
+            raise ValueError(f"unknown method {method!r}; expected one of {list(METHODS)}")
+        return method
+
+    @field_validator("init_from")
+    @classmethod
+    def _existing_checkpoint(cls, path: str | None, info: ValidationInfo) -> str | None:
+        if path is None:
+            return None
+        resolved = Path(path).expanduser().absolute()
+        check = (info.context or {}).get("check_files", True)
+        if check and not resolved.is_file():
+            raise ValueError(f"checkpoint {resolved} not found")
+        return str(resolved)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RunParams:
+        from pag.models.resnet import _DEPTHS
+
+        try:
+            budget = check_budget(self.method, self.budget, sum(_DEPTHS[self.model.depth][1]))
+        except PagError as exc:
+            raise ValueError(f"budget: {exc}") from None
+        object.__setattr__(self, "budget", budget)
+        unknown = sorted(set(self.training.loss_weights) - set(self.tasks))
+        if unknown:
+            raise ValueError(f"training.loss_weights: {unknown} are not tasks of this run")
+        return self
+
+    def resolved(self) -> dict[str, Any]:
+        """Every key with its value, defaults included (what RUN_DIR/params.yaml holds)."""
+        return self.model_dump(mode="json")
+
+    def digest(self) -> str:
+        """sha256 of the resolved params without the location keys: checkpoints record it."""
+        data = {k: v for k, v in self.resolved().items() if k not in LOCATION_KEYS}
+        text = json.dumps(data, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def build_model(self):
+        from pag.models import build_model
+
+        return build_model(self.method, self.budget, tasks=self.tasks, **self.model.build_kwargs())
+
+
+def _problems(exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors():
+        message = error["msg"].removeprefix("Value error, ")
+        where = ".".join(str(part) for part in error["loc"])
+        lines.append(f"{where}: {message}" if where else message)
+    return "; ".join(lines)
+
+
+def validate_run_params(
+    raw: Any, source: str | os.PathLike, *, check_files: bool = True
+) -> RunParams:
+    """Validate a mapping read from `source` (named in every error)."""
+    if not isinstance(raw, dict):
+        raise PagError(f"{source}: run params are a mapping of keys, got {type(raw).__name__}")
+    try:
+        return RunParams.model_validate(raw, context={"check_files": check_files})
+    except ValidationError as exc:
+        raise PagError(f"{source}: {_problems(exc)}") from None
+
+
+def read_yaml(path: str | os.PathLike) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise PagError(f"{path}: run params file not found")
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise PagError(f"{path}: not valid YAML ({exc})") from None
+
+
+def load_run_params(
+    path: str | os.PathLike, *, overrides: dict[str, Any] | None = None, check_files: bool = True
+) -> RunParams:
+    """Read and validate a run params YAML; `overrides` replace top-level keys first (the CLI's
+    `--init-from`). Errors name the file and the key."""
+    raw = read_yaml(path)
+    if isinstance(raw, dict) and overrides:
+        raw = {**raw, **overrides}
+    return validate_run_params(raw, path, check_files=check_files)
+
+
+def differing_keys(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two resolved params dicts."""
+    keys = []
+    for key in sorted(set(a) | set(b)):
+        name = f"{prefix}{key}"
+        va, vb = a.get(key), b.get(key)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            keys.extend(differing_keys(va, vb, f"{name}."))
+        elif va != vb:
+            keys.append(name)
+    return keys
+
+
+def resolve_threads(threads: int | None) -> int:
+    """The configured thread count, else the environment's (`OMP_NUM_THREADS`, which Snakemake
+    sets to a rule's `threads` for shell commands, or `MKL_NUM_THREADS`), else every core this
+    process may use; never more than the machine's cores."""
+    cores = os.cpu_count() or 1
+    if hasattr(os, "sched_getaffinity"):
+        cores = min(cores, len(os.sched_getaffinity(0)))
+    if threads is None:
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            value = os.environ.get(var, "").strip()
+            if value.isdigit() and int(value) > 0:
+                threads = int(value)
+                break
+    return max(1, min(threads or cores, cores))
