@@ -8,6 +8,7 @@ import click
 
 from pag import __version__
 from pag.cli_data import data_group
+from pag.cli_evaluate import evaluate
 from pag.cli_models import flops
 from pag.cli_train import train
 from pag.errors import PagError
@@ -20,6 +21,7 @@ def cli() -> None:
 
 
 cli.add_command(data_group)
+cli.add_command(evaluate)
 cli.add_command(flops)
 cli.add_command(train)
 

@@ -1,0 +1,63 @@
+"""`pag evaluate`: run a finished run's checkpoint on a split and write its metrics.json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+
+@click.command("evaluate")
+@click.option(
+    "--run",
+    "run_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Run directory written by `pag train` (params.yaml, checkpoints/final.pt).",
+)
+@click.option("--split", default="val", show_default=True, help="Dataset split to evaluate.")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Metrics file; default RUN_DIR/eval_<split>/metrics.json.",
+)
+@click.option(
+    "--data-root",
+    "--root",
+    "root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Data root holding <root>/<NAME>; default the params' data_root, else $PAG_DATA, "
+    "else data/ in the project.",
+)
+@click.option(
+    "--save",
+    type=click.IntRange(min=0),
+    default=4,
+    show_default=True,
+    help="Save the first N images' predictions and gate/ponder/MultiPool maps to "
+    "RUN_DIR/eval_<split>/samples.npz (0: none).",
+)
+@click.option(
+    "--device",
+    type=click.Choice(["cpu", "cuda", "auto"]),
+    default="cpu",
+    show_default=True,
+    help="Where to run the model.",
+)
+def evaluate(
+    run_dir: Path, split: str, out: Path | None, root: Path | None, save: int, device: str
+) -> None:
+    """Evaluate RUN_DIR/checkpoints/final.pt on a split at full image size: every task's
+    metrics, dense and effective MACs per image, per-layer activity, written to
+    RUN_DIR/eval_<split>/metrics.json (or --out), and a few predictions and maps for figures
+    in RUN_DIR/eval_<split>/samples.npz."""
+    from pag.training.evaluate import evaluate as evaluate_run
+
+    metrics = evaluate_run(run_dir, split, out=out, data_root=root, save=save, device=device)
+    summary = {
+        k: metrics[k] for k in ("split", "num_images", "method", "budget", "macs", "activity")
+    }
+    click.echo(json.dumps({"run": str(run_dir), **summary}))

@@ -1,0 +1,338 @@
+"""Evaluation: run a finished run's `final.pt` over a split and write its metrics.
+
+`evaluate(run_dir, split)` reads `RUN_DIR/params.yaml` and `RUN_DIR/checkpoints/final.pt`,
+builds the model, and runs every image of the split at full size, one image per forward (images
+of a split may differ in size; BatchNorm is in eval mode, so the batch size changes nothing),
+normalised as in training (`pag.data.transforms.Normalize`). Each forward is the one that
+`pag.flops.measure_macs` runs (eval mode, no gradients, gates marking the positions they
+compute), so predictions, effective MACs and layer activity come from the same pass.
+
+`RUN_DIR/eval_<split>/metrics.json` (or `out`), written atomically, NaN written as null::
+
+    {"split": "val", "num_images": 2, "dataset": "synthetic", "params_hash": "...",
+     "method": "pag", "budget": 0.5,
+     "semantic": {"miou", "pixel_acc", "mean_acc", "iou_per_class"},   # segmentation_metrics
+     "depth": {"abs_rel", ..., "num_images", "num_skipped"},           # depth_metrics
+     "normals": {"mean", "median", "rmse", "within_11_25", ...},       # normal_metrics
+     "boundary": {"ods", "ois", "ap", "nms", "pr_curve": {...}},       # boundary_metrics
+     "macs": {"dense", "effective", "effective_std", "unit": "MACs per image"},
+     "activity": {"layer1.0": 0.83, ...}}
+
+Only the run's tasks appear. Semantic: argmax of the logits, `num_classes` from the params,
+label 255 ignored. Depth: predicted metres against ground-truth metres where gt > 0
+(`DEPTH_CAPS` gives a dataset's cap, NYUv2: 10 m; none otherwise). Normals: where the ground
+truth is non-zero. Boundary: sigmoid of the logits against the sample's K annotator maps (the
+BSDS500 protocol, 99 thresholds). `macs.dense` and `macs.effective` are means per image over
+the split, `effective_std` the population standard deviation of the per-image effective MACs.
+
+`activity`, for the dynamic methods (`ACTIVITY_METHODS`), is per controlled block (PAG and
+layer-skip gated blocks, MultiPool blocks, every SACT unit) the fraction of its 3x3 stage's
+output positions computed over the split: the effective over the dense MACs of that conv
+(for a MultiPool, of its conv branches together, exactly one of which runs at a non-skipped
+pixel). Empty for the other methods.
+
+`RUN_DIR/eval_<split>/samples.npz` (compressed) holds the first `save` images, for figures.
+Spatial arrays are channel-last at the input size unless said otherwise:
+
+* ``ids``: the saved sample ids, in order (a str array; keys below start with ``<id>/``);
+* ``<id>/image``: uint8 H x W x 3, the RGB input before normalisation;
+* ``<id>/semantic``: uint8 H x W predicted class (uint16 above 255 classes);
+* ``<id>/depth``: float16 H x W predicted metres;
+* ``<id>/normals``: float16 H x W x 3 predicted unit normals (camera frame);
+* ``<id>/boundary``: uint8 H x W, round(255 x sigmoid(logit)) (the BSDS 8-bit soft map);
+* ``<id>/ponder``: float16 H x W, residual units computed per pixel (PAG: gated blocks
+  computing; layer skip: blocks executed; SACT: units executed), when the method has one;
+* ``<id>/ponder_cost``: float16 H x W, SACT's ponder cost N + R;
+* ``<id>/gate/<block>``: uint8 h x w, 1 where a PAG block computes (block resolution);
+* ``<id>/multipool/<block>``: uint8 h x w, the MultiPool branch chosen per pixel (block
+  resolution; index into `pag.models.multipool.branch_names`: dilations, original, skip).
+
+Ground truth is not copied: read it from the dataset by id. Nothing is written unless the
+whole evaluation succeeds; a missing run directory, an unfinished run (no `final.pt`) or an
+unknown split is a `PagError`.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pag.data import get_dataset
+from pag.data.transforms import Normalize
+from pag.errors import PagError
+from pag.fileio import atomic_write, write_json_atomic
+from pag.flops import measure_macs
+from pag.metrics import (
+    NYU_MAX_DEPTH,
+    BoundaryAccumulator,
+    DepthAccumulator,
+    NormalAccumulator,
+    SegmentationAccumulator,
+)
+from pag.training import checkpoint
+from pag.training.loop import (
+    METRICS_FILE,
+    PARAMS_FILE,
+    compute_settings,
+    read_run_params,
+    resolve_device,
+    seed_everything,
+)
+from pag.training.run_params import RunParams, resolve_threads
+
+SAMPLES_FILE = "samples.npz"
+ACTIVITY_METHODS = ("pag", "mp_pag", "layer_skip", "sact")
+DEPTH_CAPS: dict[str, float] = {"nyuv2": NYU_MAX_DEPTH}  # metres; other datasets: no cap
+IGNORE_INDEX = 255
+
+
+def eval_dir(run_dir: str | os.PathLike, split: str) -> Path:
+    return Path(run_dir) / f"eval_{split}"
+
+
+# -- loading -------------------------------------------------------------------------------------
+
+
+def load_run(run_dir: str | os.PathLike) -> tuple[RunParams, Path]:
+    """The run's params and its `final.pt`, or a PagError saying what is missing."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise PagError(f"{run_dir}: run directory not found")
+    params = read_run_params(run_dir)
+    if params is None:
+        raise PagError(f"{run_dir}: no {PARAMS_FILE}; not a `pag train` run directory")
+    final = checkpoint.checkpoint_dir(run_dir) / checkpoint.FINAL
+    if not final.is_file():
+        raise PagError(
+            f"{run_dir}: run not finished (no checkpoints/{checkpoint.FINAL}); "
+            "run `pag train` to completion first"
+        )
+    return params, final
+
+
+def load_model(params: RunParams, final: Path, device: torch.device) -> torch.nn.Module:
+    model = params.build_model()
+    try:
+        model.load_state_dict(checkpoint.model_weights(final))
+    except RuntimeError as exc:  # keys or shapes that do not fit the params' model
+        first = str(exc).strip().splitlines()[0]
+        raise PagError(f"{final}: weights do not fit the run's model ({first})") from None
+    return model.to(device).eval()
+
+
+def open_split(params: RunParams, split: str, data_root: str | os.PathLike | None):
+    root = data_root if data_root is not None else params.data_root
+    dataset = get_dataset(params.dataset, root, split=split)
+    missing = sorted(set(params.tasks) - set(dataset.tasks))
+    if missing:
+        raise PagError(f"dataset '{params.dataset}' has no targets for tasks {missing}")
+    if len(dataset) == 0:
+        raise PagError(f"split '{split}' of '{params.dataset}' has no images")
+    return dataset
+
+
+# -- accumulation --------------------------------------------------------------------------------
+
+
+class TaskMetrics:
+    """One accumulator per task of the run; `update` with one image's predictions."""
+
+    def __init__(self, tasks: dict[str, int | None], dataset: str):
+        self.acc: dict[str, Any] = {}
+        if "semantic" in tasks:
+            self.acc["semantic"] = SegmentationAccumulator(int(tasks["semantic"]), IGNORE_INDEX)
+        if "depth" in tasks:
+            self.acc["depth"] = DepthAccumulator(max_depth=DEPTH_CAPS.get(dataset))
+        if "normals" in tasks:
+            self.acc["normals"] = NormalAccumulator()
+        if "boundary" in tasks:
+            self.acc["boundary"] = BoundaryAccumulator()
+
+    def update(self, pred: dict[str, np.ndarray], sample: dict) -> None:
+        for task, acc in self.acc.items():
+            if task == "semantic":
+                acc.update(pred["semantic"], sample["semantic"].numpy())
+            elif task == "depth":
+                gt = sample["depth"].numpy()
+                acc.update(pred["depth"], gt, gt > 0)
+            elif task == "normals":
+                gt = sample["normals"].numpy()
+                acc.update(pred["normals"], gt, np.any(gt != 0, axis=0))
+            else:
+                acc.update([pred["boundary"]], [sample["boundary"].numpy()])
+
+    def compute(self) -> dict[str, dict[str, Any]]:
+        return {task: acc.compute() for task, acc in self.acc.items()}
+
+
+def controlled_blocks(model: torch.nn.Module, method: str) -> list[str]:
+    """Blocks whose 3x3 stage a dynamic method may skip, in trunk order."""
+    if method not in ACTIVITY_METHODS:
+        return []
+    if method == "sact":
+        return [name for name, _ in model.blocks()]
+    if method == "mp_pag":
+        return [name for name, b in model.blocks() if hasattr(b.conv2, "multipool")]
+    return [name for name, b in model.blocks() if b.gate is not None]
+
+
+def _stage_convs(block: str, modules) -> list[str]:
+    """The block's 3x3-stage convs in a MACs breakdown: conv2, and a MultiPool's branches."""
+    conv2 = f"trunk.{block}.conv2"
+    return [k for k in modules if k == conv2 or k.startswith(f"{conv2}.multipool.dilated.")]
+
+
+def _prediction_arrays(pred: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    """One image's predictions as the metrics take them (the batch dimension dropped)."""
+    out = {}
+    for task, value in pred.items():
+        value = value.detach().float().cpu()[0]
+        if task == "semantic":
+            out[task] = value.argmax(0).numpy()
+        elif task == "boundary":
+            out[task] = torch.sigmoid(value[0]).numpy()
+        elif task == "depth":
+            out[task] = value[0].numpy()
+        else:
+            out[task] = value.numpy()
+    return out
+
+
+def _saved_arrays(
+    sid: str, image: torch.Tensor, pred: dict[str, np.ndarray], aux: dict, num_classes: int
+) -> dict[str, np.ndarray]:
+    """The `samples.npz` entries of one image (see the module docstring)."""
+    rgb = (image.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    out = {f"{sid}/image": rgb}
+    if "semantic" in pred:
+        dtype = np.uint8 if num_classes <= 256 else np.uint16
+        out[f"{sid}/semantic"] = pred["semantic"].astype(dtype)
+    if "depth" in pred:
+        out[f"{sid}/depth"] = pred["depth"].astype(np.float16)
+    if "normals" in pred:
+        out[f"{sid}/normals"] = pred["normals"].transpose(1, 2, 0).astype(np.float16)
+    if "boundary" in pred:
+        out[f"{sid}/boundary"] = np.round(pred["boundary"] * 255).astype(np.uint8)
+    for key in ("ponder", "ponder_cost"):
+        if isinstance(aux.get(key), torch.Tensor):
+            out[f"{sid}/{key}"] = aux[key][0, 0].float().cpu().numpy().astype(np.float16)
+    for block, gate in aux.get("gates", {}).items():
+        out[f"{sid}/gate/{block}"] = gate[0, 1].cpu().numpy().astype(np.uint8)
+    for block, choice in aux.get("multipool", {}).items():
+        if choice is not None:
+            out[f"{sid}/multipool/{block}"] = choice[0].argmax(0).cpu().numpy().astype(np.uint8)
+    return out
+
+
+# -- the evaluation --------------------------------------------------------------------------------
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN and infinities as null; numpy scalars as Python numbers."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def evaluate(
+    run_dir: str | os.PathLike,
+    split: str = "val",
+    *,
+    out: str | os.PathLike | None = None,
+    data_root: str | os.PathLike | None = None,
+    save: int = 4,
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """Evaluate `run_dir`'s final weights on `split`; write and return the metrics.
+
+    `out` is the metrics file (default `RUN_DIR/eval_<split>/metrics.json`); the first `save`
+    images' predictions and maps go to `RUN_DIR/eval_<split>/samples.npz` (none if 0).
+    `data_root` overrides the params' data root. Everything is checked, and the whole split
+    evaluated, before anything is written."""
+    if save < 0:
+        raise PagError(f"save must be >= 0 images, got {save}")
+    run_dir = Path(run_dir)
+    params, final = load_run(run_dir)
+    torch_device = resolve_device(device)
+    dataset = open_split(params, split, data_root)
+    metrics_path = Path(out) if out is not None else eval_dir(run_dir, split) / METRICS_FILE
+    samples_path = eval_dir(run_dir, split) / SAMPLES_FILE
+    normalize = Normalize()
+    num_classes = int(params.tasks.get("semantic") or 0)
+
+    with compute_settings(resolve_threads(params.threads), torch_device):
+        seed_everything(params.seed)
+        model = load_model(params, final, torch_device)
+        blocks = controlled_blocks(model, params.method)
+        tasks = TaskMetrics(params.tasks, params.dataset)
+        dense, effective = [], []
+        computed = dict.fromkeys(blocks, 0.0)
+        possible = dict.fromkeys(blocks, 0.0)
+        saved: dict[str, np.ndarray] = {}
+        saved_ids: list[str] = []
+        captured: list[dict] = []
+        hook = model.register_forward_hook(lambda _m, _a, output: captured.append(output))
+        try:
+            for index in range(len(dataset)):
+                sample = dataset[index]
+                x = normalize({"image": sample["image"]})["image"][None].to(torch_device)
+                captured.clear()
+                report = measure_macs(model, x)
+                output = captured[-1]
+                dense.append(report.dense)
+                effective.append(float(report.effective[0]))
+                for block in blocks:
+                    for name in _stage_convs(block, report.modules):
+                        computed[block] += float(report.modules[name].effective.sum())
+                    possible[block] += report.modules[f"trunk.{block}.conv2"].dense
+                pred = _prediction_arrays(output["pred"])
+                tasks.update(pred, sample)
+                if len(saved_ids) < save:
+                    sid = str(sample.get("id", index))
+                    saved_ids.append(sid)
+                    saved.update(
+                        _saved_arrays(sid, sample["image"], pred, output["aux"], num_classes)
+                    )
+        finally:
+            hook.remove()
+
+    task_metrics = tasks.compute()
+    result: dict[str, Any] = {
+        "split": split,
+        "num_images": len(dataset),
+        "dataset": params.dataset,
+        "method": params.method,
+        "budget": params.budget,
+        "params_hash": params.digest(),
+        **task_metrics,
+        "macs": {
+            "dense": float(np.mean(dense)),
+            "effective": float(np.mean(effective)),
+            "effective_std": float(np.std(effective)),
+            "unit": "MACs per image",
+        },
+        "activity": {b: computed[b] / possible[b] for b in blocks if possible[b] > 0},
+    }
+    result = _json_safe(result)
+    json.dumps(result, allow_nan=False)  # valid JSON, or fail before writing
+
+    if saved_ids:
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, ids=np.array(saved_ids, dtype=str), **saved)
+        with atomic_write(samples_path, "wb") as handle:
+            handle.write(buffer.getvalue())
+    write_json_atomic(metrics_path, result)
+    return result
