@@ -57,6 +57,12 @@ def evaluate(
     from pag.training.evaluate import evaluate as evaluate_run
 
     metrics = evaluate_run(run_dir, split, out=out, data_root=root, save=save, device=device)
+    from pag.tracking import track_job  # MLflow mirrors the finished job; it cannot fail it
+    from pag.training.evaluate import eval_dir, load_run
+
+    params, _ = load_run(run_dir)
+    metrics_file = out if out is not None else eval_dir(run_dir, split) / "metrics.json"
+    track_job(run_dir, "evaluate", experiment=params.name, metrics_file=metrics_file)
     summary = {
         k: metrics[k] for k in ("split", "num_images", "method", "budget", "macs", "activity")
     }

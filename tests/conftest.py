@@ -1,7 +1,13 @@
 """Shared test settings."""
 
+import os
+
 import pytest
 import torch
+
+# `pag train`/`pag evaluate` (also in subprocesses) must not write the project's MLflow store;
+# tests/test_tracking.py exercises tracking against stores of its own
+os.environ["PAG_TRACKING"] = "0"
 
 
 @pytest.fixture(autouse=True, scope="session")
