@@ -9,14 +9,18 @@ import click
 
 from pag.paths import data_root, dataset_dir
 
-data_root_option = click.option(
-    "--data-root",
-    "--root",
-    "root",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Data root holding <root>/<NAME>; default $PAG_DATA, else data/ in the project.",
-)
+
+def data_root_option(first_default: str = ""):
+    """The `--data-root`/`--root` option every command that reads data takes."""
+    return click.option(
+        "--data-root",
+        "--root",
+        "root",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help=f"Data root holding <root>/<NAME>; default {first_default}$PAG_DATA, else data/ "
+        "in the project.",
+    )
 
 
 @click.group("data")
@@ -56,7 +60,7 @@ def data_group() -> None:
     show_default=True,
     help="Parallel worker processes.",
 )
-@data_root_option
+@data_root_option()
 def synth(out, num, seed, start, height, width, focal_ratio, workers, root) -> None:
     """Render procedural indoor scenes with ground truth for all four tasks."""
     from pydantic import ValidationError
@@ -83,7 +87,7 @@ def synth(out, num, seed, start, height, width, focal_ratio, workers, root) -> N
 
 @data_group.command("fetch")
 @click.argument("name")
-@data_root_option
+@data_root_option()
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def fetch(name, root, no_progress) -> None:
     """Download dataset NAME, or print how to get it by hand where a login is needed."""
@@ -99,7 +103,7 @@ def fetch(name, root, no_progress) -> None:
 
 @data_group.command("check")
 @click.argument("name")
-@data_root_option
+@data_root_option()
 def check(name, root) -> None:
     """Verify a prepared dataset: files, counts, checksums where known, every sample decodes."""
     from pag.data import CheckReport, dataset_class
@@ -122,7 +126,7 @@ def check(name, root) -> None:
 
 
 @data_group.command("list")
-@data_root_option
+@data_root_option()
 def list_datasets(root) -> None:
     """List the known datasets, their tasks and splits, and whether they are present."""
     from pag.data import dataset_class, dataset_names

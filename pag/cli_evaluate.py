@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from pag.cli_data import data_root_option
+
 
 @click.command("evaluate")
 @click.option(
@@ -23,15 +25,7 @@ import click
     default=None,
     help="Metrics file; default RUN_DIR/eval_<split>/metrics.json.",
 )
-@click.option(
-    "--data-root",
-    "--root",
-    "root",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Data root holding <root>/<NAME>; default the params' data_root, else $PAG_DATA, "
-    "else data/ in the project.",
-)
+@data_root_option("the params' data_root, else ")
 @click.option(
     "--save",
     type=click.IntRange(min=0),

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from pag.cli_data import data_root_option
+
 
 @click.command("train")
 @click.option(
@@ -30,15 +32,7 @@ import click
     help="Start from this checkpoint's weights (a dense run's final.pt: the paper's "
     "plug-in-and-fine-tune protocol); recorded in the run's params.",
 )
-@click.option(
-    "--data-root",
-    "--root",
-    "root",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Data root holding <root>/<NAME>; default the params' data_root, else $PAG_DATA, "
-    "else data/ in the project. Not part of the run's identity.",
-)
+@data_root_option("the params' data_root, else ")
 def train(params_file: Path, run_dir: Path, init_from: Path | None, root: Path | None) -> None:
     """Train the model a run params file describes, writing RUN_DIR/params.yaml,
     RUN_DIR/checkpoints/{last,final}.pt and RUN_DIR/metrics.json.

@@ -19,6 +19,27 @@ from pag.models.model import METHODS, check_budget
 TASK_NAMES = ("semantic", "boundary", "depth", "normals")
 
 
+def known_dataset(name: str) -> str:
+    """A registered dataset name (for pydantic validators of profiles and run params)."""
+    from pag.data import dataset_names
+
+    if name not in dataset_names():
+        raise ValueError(f"unknown dataset {name!r}; expected one of {dataset_names()}")
+    return name
+
+
+def known_tasks(tasks: dict[str, int | None]) -> dict[str, int | None]:
+    """A non-empty subset of the four tasks; semantic gives its number of classes."""
+    unknown = sorted(set(tasks) - set(TASK_NAMES))
+    if unknown or not tasks:
+        raise ValueError(
+            f"tasks must be a non-empty subset of {list(TASK_NAMES)}, got {list(tasks)}"
+        )
+    if "semantic" in tasks and (tasks["semantic"] is None or tasks["semantic"] < 2):
+        raise ValueError("tasks.semantic must be the number of classes (>= 2)")
+    return tasks
+
+
 class ModelParams(BaseModel):
     """Trunk and method construction (see `pag.models.build_model`)."""
 
@@ -47,26 +68,8 @@ class Profile(BaseModel):
     model: ModelParams = ModelParams()
     methods: dict[str, list[float | int | None]]
 
-    @field_validator("dataset")
-    @classmethod
-    def _known_dataset(cls, name: str) -> str:
-        from pag.data import dataset_names
-
-        if name not in dataset_names():
-            raise ValueError(f"unknown dataset {name!r}; expected one of {dataset_names()}")
-        return name
-
-    @field_validator("tasks")
-    @classmethod
-    def _known_tasks(cls, tasks: dict[str, int | None]) -> dict[str, int | None]:
-        unknown = sorted(set(tasks) - set(TASK_NAMES))
-        if unknown or not tasks:
-            raise ValueError(
-                f"tasks must be a non-empty subset of {list(TASK_NAMES)}, got {list(tasks)}"
-            )
-        if "semantic" in tasks and (tasks["semantic"] is None or tasks["semantic"] < 2):
-            raise ValueError("tasks.semantic must be the number of classes (>= 2)")
-        return tasks
+    _known_dataset = field_validator("dataset")(lambda cls, name: known_dataset(name))
+    _known_tasks = field_validator("tasks")(lambda cls, tasks: known_tasks(tasks))
 
     @field_validator("methods")
     @classmethod

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from model_helpers import warm_bn
+from model_helpers import recalibrate_bn, warm_bn
 
 from pag.errors import PagError
 from pag.flops import macs_breakdown, marking, measure_macs
@@ -205,21 +205,6 @@ def test_bad_configuration():
         apply_layer_skip(_model(), 0.5)
 
 
-def _recalibrate_bn(model, generator, batches=4):
-    """Re-estimate BatchNorm statistics as exact averages over a few batches: after a few
-    dozen steps the running variances still carry much of their initial value of 1 (0.9^30 =
-    4%, against batch variances of pooled features far below that), which would make the
-    evaluation-mode heads differ from the trained ones."""
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.reset_running_stats()
-            m.momentum = None
-    model.train()
-    with torch.no_grad():
-        for _ in range(batches):
-            model(torch.randn(8, 3, 32, 32, generator=generator))
-
-
 def _execution_rate_after_training(target, steps=30):
     """Train a tiny model on a toy task + the target-rate loss; the eval execution rate."""
     model = _model(target, depth=18, seed=0)
@@ -234,7 +219,7 @@ def _execution_rate_after_training(target, steps=30):
         opt.zero_grad()
         loss.backward()
         opt.step()
-    _recalibrate_bn(model, g)
+    recalibrate_bn(model, g)
     model.eval()
     with torch.no_grad():
         out = model(torch.randn(16, 3, 32, 32, generator=g))

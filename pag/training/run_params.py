@@ -26,7 +26,7 @@ from pydantic import (
 
 from pag.errors import PagError
 from pag.models.model import METHODS, check_budget
-from pag.params import TASK_NAMES, ModelParams
+from pag.params import ModelParams, known_dataset, known_tasks
 
 # keys that say where things are, not what is computed: they may change between a run's
 # start and its resumption, and are left out of the params hash
@@ -99,26 +99,8 @@ class RunParams(BaseModel):
     threads: int | None = Field(default=None, ge=1, description="else the environment's")
     device: Literal["cpu", "cuda", "auto"] = "cpu"
 
-    @field_validator("dataset")
-    @classmethod
-    def _known_dataset(cls, name: str) -> str:
-        from pag.data import dataset_names
-
-        if name not in dataset_names():
-            raise ValueError(f"unknown dataset {name!r}; expected one of {dataset_names()}")
-        return name
-
-    @field_validator("tasks")
-    @classmethod
-    def _known_tasks(cls, tasks: dict[str, int | None]) -> dict[str, int | None]:
-        unknown = sorted(set(tasks) - set(TASK_NAMES))
-        if unknown or not tasks:
-            raise ValueError(
-                f"tasks must be a non-empty subset of {list(TASK_NAMES)}, got {list(tasks)}"
-            )
-        if "semantic" in tasks and (tasks["semantic"] is None or tasks["semantic"] < 2):
-            raise ValueError("tasks.semantic must be the number of classes (>= 2)")
-        return tasks
+    _known_dataset = field_validator("dataset")(lambda cls, name: known_dataset(name))
+    _known_tasks = field_validator("tasks")(lambda cls, tasks: known_tasks(tasks))
 
     @field_validator("input_size")
     @classmethod
