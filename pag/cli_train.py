@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import click
@@ -52,4 +53,5 @@ def train(params_file: Path, run_dir: Path, init_from: Path | None, root: Path |
     params = load_run_params(params_file, overrides=overrides)
     metrics = train_run(params, run_dir, data_root=root, source=str(params_file))
     summary = {k: metrics[k] for k in ("steps", "epochs", "images_per_s")}
-    click.echo(json.dumps({"run": str(run_dir), "train": metrics["train"], **summary}))
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one report for the run
+        click.echo(json.dumps({"run": str(run_dir), "train": metrics["train"], **summary}))
