@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import click
@@ -49,4 +50,5 @@ def train(params_file: Path, run_dir: Path, init_from: Path | None, root: Path |
 
     track_job(run_dir, "train", experiment=params.name)
     summary = {k: metrics[k] for k in ("steps", "epochs", "images_per_s")}
-    click.echo(json.dumps({"run": str(run_dir), "train": metrics["train"], **summary}))
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one report for the run
+        click.echo(json.dumps({"run": str(run_dir), "train": metrics["train"], **summary}))

@@ -12,6 +12,9 @@
 
 So a run killed at any point and started again ends with the same weights and metrics, bit for
 bit, as one that was never interrupted (on the same machine and thread count).
+
+Under `torchrun` each process trains on its slice of every global batch (see
+`pag.training.distributed` for the design and where it equals one process).
 """
 
 from __future__ import annotations
@@ -37,7 +40,8 @@ from pag.data.transforms import Normalize, RandomCrop, RandomHorizontalFlip
 from pag.errors import PagError
 from pag.fileio import atomic_write, write_json_atomic
 from pag.models.losses import task_losses
-from pag.training import checkpoint
+from pag.training import checkpoint, distributed
+from pag.training.distributed import World
 from pag.training.progress import Progress
 from pag.training.run_params import (
     LOCATION_KEYS,
@@ -61,7 +65,7 @@ def derived_seed(*parts: int) -> int:
     return (int(words[0]) << 31) ^ int(words[1])
 
 
-_ORDER, _AUGMENT = 1, 2  # stream tags, so the two kinds of seeds never coincide
+_ORDER, _AUGMENT, _RANK = 1, 2, 3  # stream tags, so the two kinds of seeds never coincide
 
 
 def epoch_order(num_samples: int, seed: int, epoch: int) -> list[int]:
@@ -279,56 +283,108 @@ def train(
     if resuming_dir and last_path.is_file() and final_path.is_file() and metrics_path.is_file():
         return json.loads(metrics_path.read_text())  # finished: nothing left to do
 
+    world = distributed.world_from_env()
     device = resolve_device(params.device)
     threads = resolve_threads(params.threads)
     dataset = open_train_split(params, data_root)
     t = params.training
+    distributed.per_rank_batch(t.batch_size, world)
+
+    with distributed.process_group(world, device), compute_settings(threads, device):
+        device = distributed.device_for(device, world)
+        metrics = _train_in_group(
+            params, run_dir, dataset, device, world, resuming_dir, last_path, stream, tty
+        )
+        distributed.barrier(world)  # rank 0 has written everything when any rank returns
+    return metrics
+
+
+def _train_in_group(
+    params: RunParams,
+    run_dir: Path,
+    dataset,
+    device: torch.device,
+    world: World,
+    resuming_dir: bool,
+    last_path: Path,
+    stream: TextIO | None,
+    tty: bool | None,
+) -> dict[str, Any]:
+    t = params.training
     steps_per_epoch = len(dataset) // t.batch_size
     total_steps = steps_per_epoch * t.epochs
+    final_path = checkpoint.checkpoint_dir(run_dir) / checkpoint.FINAL
+    metrics_path = run_dir / METRICS_FILE
+    seed_everything(params.seed)
+    model = params.build_model()
+    if world.distributed:  # each rank its own stream of forward noise
+        torch.manual_seed(derived_seed(params.seed, _RANK, world.rank))
+    resume = checkpoint.load(last_path) if resuming_dir and last_path.is_file() else None
+    if resume is not None:
+        if resume.get("params_hash") != params.digest():
+            raise PagError(f"{last_path} was written with other params than {run_dir}")
+        written_by = int(resume.get("world_size", 1))
+        if written_by != world.size:
+            raise PagError(
+                f"{last_path} was written by {written_by} process(es); resume it with the "
+                f"same number (now {world.size})"
+            )
+        model.load_state_dict(resume["model"])
+    elif params.init_from is not None:
+        from pag.models import load_dense_weights
 
-    with compute_settings(threads, device):
-        seed_everything(params.seed)
-        model = params.build_model()
-        resume = checkpoint.load(last_path) if resuming_dir and last_path.is_file() else None
-        if resume is not None:
-            if resume.get("params_hash") != params.digest():
-                raise PagError(f"{last_path} was written with other params than {run_dir}")
-            model.load_state_dict(resume["model"])
-        elif params.init_from is not None:
-            from pag.models import load_dense_weights
+        load_dense_weights(model, checkpoint.model_weights(params.init_from))
+    model.to(device)
+    if device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(params, model)
+    scheduler = make_scheduler(optimizer, total_steps, t.poly_power)
+    state = RunState()
+    if resume is not None:
+        optimizer.load_state_dict(resume["optimizer"])
+        scheduler.load_state_dict(resume["scheduler"])
+        state = RunState.from_dict(resume["state"])
+        rng = resume["rng_ranks"][world.rank] if world.distributed else resume["rng"]
+        checkpoint.set_rng_states(rng)
+    net = distributed.wrap(model, world, device, params.method)
 
-            load_dense_weights(model, checkpoint.model_weights(params.init_from))
-        model.to(device)
-        if device.type == "cuda":
-            model.to(memory_format=torch.channels_last)
-        optimizer = make_optimizer(params, model)
-        scheduler = make_scheduler(optimizer, total_steps, t.poly_power)
-        state = RunState()
-        if resume is not None:
-            optimizer.load_state_dict(resume["optimizer"])
-            scheduler.load_state_dict(resume["scheduler"])
-            state = RunState.from_dict(resume["state"])
-            checkpoint.set_rng_states(resume["rng"])
-
-        # nothing was written until here
+    # nothing was written until here
+    if world.main:
         run_dir.mkdir(parents=True, exist_ok=True)
         if not resuming_dir:
             write_params(run_dir, params)
         checkpoint.remove_stale_temporaries(run_dir)
-        progress = Progress(t.epochs, steps_per_epoch, t.log_every, stream=stream, tty=tty)
-        if resume is not None:
-            progress.write(f"resuming {run_dir} at step {state.step}/{total_steps}")
-        try:
-            _run_epochs(
-                params, model, optimizer, scheduler, dataset, state, device, progress, last_path
-            )
-        finally:
-            progress.close()
-        save_last(last_path, params, model, optimizer, scheduler, state)
+    else:
+        stream, tty = open(os.devnull, "w"), False  # noqa: SIM115  (closed below)
+    progress = Progress(t.epochs, steps_per_epoch, t.log_every, stream=stream, tty=tty)
+    if resume is not None:
+        progress.write(f"resuming {run_dir} at step {state.step}/{total_steps}")
+    saver = _Saver(last_path, params, model, optimizer, scheduler, world)
+    try:
+        _run_epochs(
+            params,
+            net,
+            model,
+            optimizer,
+            scheduler,
+            dataset,
+            state,
+            device,
+            progress,
+            saver,
+            world,
+        )
+    finally:
+        progress.close()
+        if not world.main:
+            stream.close()  # type: ignore[union-attr]
+    saver(state)
 
-    checkpoint.save(
-        final_path, {"format": checkpoint.FORMAT, "model": _cpu_state(model), "step": state.step}
-    )
+    if world.main:
+        checkpoint.save(
+            final_path,
+            {"format": checkpoint.FORMAT, "model": _cpu_state(model), "step": state.step},
+        )
     metrics = {
         "train": state.history[-1]["train"] if state.history else {},
         "steps": state.step,
@@ -339,7 +395,8 @@ def train(
         "budget": params.budget,
         "params_hash": params.digest(),
     }
-    write_json_atomic(metrics_path, metrics)
+    if world.main:
+        write_json_atomic(metrics_path, metrics)
     return metrics
 
 
@@ -347,24 +404,51 @@ def _cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu() for k, v in model.state_dict().items()}
 
 
-def save_last(path, params, model, optimizer, scheduler, state: RunState) -> None:
-    checkpoint.save(
-        path,
-        {
-            "format": checkpoint.FORMAT,
-            "params_hash": params.digest(),
-            "model": _cpu_state(model),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "state": state.to_dict(),
-            "rng": checkpoint.rng_states(),
-        },
-    )
+def save_last(
+    path, params, model, optimizer, scheduler, state: RunState, world: World | None = None
+) -> None:
+    """Write `last.pt` (collective under torchrun: every rank calls it, rank 0 writes)."""
+    world = world or World()
+    rng = checkpoint.rng_states()
+    every_rng = distributed.gather_objects(rng, world)
+    if not world.main:
+        return
+    payload = {
+        "format": checkpoint.FORMAT,
+        "params_hash": params.digest(),
+        "model": _cpu_state(model),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "state": state.to_dict(),
+        "rng": rng,
+    }
+    if world.distributed:
+        payload["world_size"] = world.size
+        payload["rng_ranks"] = every_rng
+    checkpoint.save(path, payload)
 
 
-def _train_step(model, optimizer, batch, weights, budget_weight, device, step) -> dict:
-    """One optimizer step; the loss terms (unweighted) and the weighted total as floats.
-    A term that is not finite stops the run before the weights change."""
+@dataclass
+class _Saver:
+    path: Path
+    params: RunParams
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    world: World
+
+    def __call__(self, state: RunState) -> None:
+        save_last(
+            self.path, self.params, self.model, self.optimizer, self.scheduler, state, self.world
+        )
+
+
+def _train_step(
+    net, model, optimizer, batch, weights, budget_weight, device, step, world: World | None = None
+) -> dict:
+    """One optimizer step; the loss terms (unweighted) and the weighted total as floats
+    (averaged over ranks under torchrun). A term that is not finite stops the run, on every
+    rank, before the weights change. `net` is `model` or its DDP wrapper."""
     cuda = device.type == "cuda"
     images = batch["image"].to(device, non_blocking=True)
     if cuda:
@@ -372,11 +456,12 @@ def _train_step(model, optimizer, batch, weights, budget_weight, device, step) -
     targets = {task: batch[task].to(device, non_blocking=True) for task in weights}
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
     with autocast:
-        out = model(images)
+        out = net(images)
     terms = task_losses({k: v.float() for k, v in out["pred"].items()}, targets)
     terms[BUDGET_TERM] = model.budget_loss(out["aux"]).float()
     loss = sum(weights[k] * terms[k] for k in weights) + budget_weight * terms[BUDGET_TERM]
-    values = torch.stack([v.detach() for v in (*terms.values(), loss)]).tolist()  # one sync
+    values = torch.stack([v.detach() for v in (*terms.values(), loss)])
+    values = distributed.average(values, world or World()).tolist()  # one sync
     named = dict(zip([*terms, "total"], values, strict=True))
     _check_finite(step, named)
     optimizer.zero_grad(set_to_none=True)
@@ -387,7 +472,7 @@ def _train_step(model, optimizer, batch, weights, budget_weight, device, step) -
 
 
 def _run_epochs(
-    params, model, optimizer, scheduler, dataset, state: RunState, device, progress, last_path
+    params, net, model, optimizer, scheduler, dataset, state, device, progress, saver, world
 ):
     t = params.training
     weights = {task: t.loss_weights.get(task, 1.0) for task in params.tasks}
@@ -397,7 +482,9 @@ def _run_epochs(
         temperature = t.temperature.at(epoch) if t.temperature is not None else None
         if temperature is not None:
             model.set_temperature(temperature)
-        batches = epoch_batches(len(dataset), t.batch_size, params.seed, epoch)
+        batches = distributed.shard(
+            epoch_batches(len(dataset), t.batch_size, params.seed, epoch), world
+        )
         loader = DataLoader(
             AugmentedSplit(dataset, params.input_size, params.tasks, params.seed, epoch),
             batch_sampler=batches[state.position :],
@@ -405,23 +492,25 @@ def _run_epochs(
             collate_fn=collate_samples,
             generator=torch.Generator(),  # DataLoader would otherwise draw from the global one
         )
-        model.train()
+        net.train()
         progress.start_epoch(epoch, state.position)
         started = time.perf_counter()
         for batch in loader:
             step = state.step + 1
-            values = _train_step(model, optimizer, batch, weights, t.budget_weight, device, step)
+            values = _train_step(
+                net, model, optimizer, batch, weights, t.budget_weight, device, step, world
+            )
             scheduler.step()
             state.step, state.position = step, state.position + 1
             for name, value in values.items():
                 state.sums[name] = state.sums.get(name, 0.0) + value
-            images = int(batch["image"].shape[0])
+            images = int(batch["image"].shape[0]) * world.size
             state.images += images
             now = time.perf_counter()
             state.seconds += now - started
             progress.step(step, state.position, images, values["loss"])
             if step % t.checkpoint_every == 0:
-                save_last(last_path, params, model, optimizer, scheduler, state)
+                saver(state)
             started = time.perf_counter()
         summary = _means(state.sums, steps_per_epoch)
         record: dict[str, Any] = {"epoch": epoch + 1, "train": summary}
