@@ -46,9 +46,10 @@ def train(params_file: Path, run_dir: Path, init_from: Path | None, root: Path |
     overrides = {"init_from": str(init_from)} if init_from is not None else None
     params = load_run_params(params_file, overrides=overrides)
     metrics = train_run(params, run_dir, data_root=root, source=str(params_file))
+    if os.environ.get("RANK", "0") != "0":
+        return  # under torchrun, rank 0 reports and tracks the run
     from pag.tracking import track_job  # MLflow mirrors the finished run; it cannot fail it
 
     track_job(run_dir, "train", experiment=params.name)
     summary = {k: metrics[k] for k in ("steps", "epochs", "images_per_s")}
-    if os.environ.get("RANK", "0") == "0":  # under torchrun, one report for the run
-        click.echo(json.dumps({"run": str(run_dir), "train": metrics["train"], **summary}))
+    click.echo(json.dumps({"run": str(run_dir), "train": metrics["train"], **summary}))
