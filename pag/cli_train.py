@@ -34,7 +34,16 @@ from pag.cli_data import data_root_option
     "plug-in-and-fine-tune protocol); recorded in the run's params.",
 )
 @data_root_option("the params' data_root, else ")
-def train(params_file: Path, run_dir: Path, init_from: Path | None, root: Path | None) -> None:
+@click.option(
+    "--device",
+    type=click.Choice(["cpu", "cuda", "auto"]),
+    default=None,
+    help="Override the params' device (default cpu; auto = cuda when present); recorded in "
+    "the run's params.",
+)
+def train(
+    params_file: Path, run_dir: Path, init_from: Path | None, root: Path | None, device: str | None
+) -> None:
     """Train the model a run params file describes, writing RUN_DIR/params.yaml,
     RUN_DIR/checkpoints/{last,final}.pt and RUN_DIR/metrics.json.
 
@@ -43,7 +52,11 @@ def train(params_file: Path, run_dir: Path, init_from: Path | None, root: Path |
     from pag.training import load_run_params
     from pag.training import train as train_run
 
-    overrides = {"init_from": str(init_from)} if init_from is not None else None
+    overrides: dict = {}
+    if init_from is not None:
+        overrides["init_from"] = str(init_from)
+    if device is not None:
+        overrides["device"] = device
     params = load_run_params(params_file, overrides=overrides)
     metrics = train_run(params, run_dir, data_root=root, source=str(params_file))
     if os.environ.get("RANK", "0") != "0":

@@ -136,7 +136,20 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path, data_root, 
     assert again.returncode == 0 and json.loads((run_dir / "metrics.json").read_text()) == metrics
 
 
-@pytest.mark.parametrize(("method", "budget"), [("pag", 0.5), ("mp_pag", None)])
+ADDED_BY = {"pag": "gate.", "mp_pag": "multipool.", "layer_skip": "gate.", "sact": "halting."}
+
+
+@pytest.mark.parametrize(
+    ("method", "budget"),
+    [
+        ("pag", 0.5),
+        ("mp_pag", None),
+        ("multipool_avg", None),
+        ("truncation", 5),
+        ("layer_skip", 0.5),
+        ("sact", 0.01),
+    ],
+)
 def test_fine_tuning_from_a_dense_checkpoint(
     tmp_path, data_root, reference, monkeypatch, method, budget
 ):
@@ -154,15 +167,18 @@ def test_fine_tuning_from_a_dense_checkpoint(
     changes = {"method": method, "budget": budget, "init_from": str(init)}
     run_dir, metrics = run(tmp_path, method, data_root, changes, {"epochs": 1})
     assert len(loaded) == 1
-    added = "gate." if method == "pag" else "multipool."
-    assert loaded[0]["missing"] and all(added in key for key in loaded[0]["missing"])
+    if method in ADDED_BY:  # what the method adds keeps its initialisation
+        assert loaded[0]["missing"]
+        assert all(ADDED_BY[method] in key for key in loaded[0]["missing"])
+    if method == "truncation":  # the dropped blocks' weights are skipped
+        assert any(key.startswith("trunk.layer4") for key in loaded[0]["skipped"])
     recorded = yaml.safe_load((run_dir / "params.yaml").read_text())
     assert recorded["init_from"] == str(init.absolute()) and recorded["method"] == method
     train_metrics = metrics["train"]
     tasks = sum(train_metrics[t] for t in ALL_TASKS)
     assert train_metrics["loss"] == pytest.approx(tasks + train_metrics["budget"], rel=1e-5)
-    if method == "pag":
-        assert train_metrics["budget"] > 0  # the sparsity loss is part of the objective
+    if method in ("pag", "layer_skip", "sact"):
+        assert train_metrics["budget"] > 0  # the budget loss is part of the objective
     assert metrics["method"] == method and metrics["budget"] == budget
 
 
