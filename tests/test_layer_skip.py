@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from model_helpers import recalibrate_bn, warm_bn
+from model_helpers import train_toy, warm_bn
 
 from pag.errors import PagError
 from pag.flops import macs_breakdown, marking, measure_macs
@@ -208,18 +208,7 @@ def test_bad_configuration():
 def _execution_rate_after_training(target, steps=30):
     """Train a tiny model on a toy task + the target-rate loss; the eval execution rate."""
     model = _model(target, depth=18, seed=0)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    g = torch.Generator().manual_seed(1)
-    model.train()
-    for _ in range(steps):
-        x = torch.randn(8, 3, 32, 32, generator=g)
-        y = (x[:, 0] > 0).long() + (x[:, 1] > 0.5).long()
-        out = model(x)
-        loss = F.cross_entropy(out["pred"]["semantic"], y) + model.budget_loss(out["aux"])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    recalibrate_bn(model, g)
+    g = train_toy(model, steps)
     model.eval()
     with torch.no_grad():
         out = model(torch.randn(16, 3, 32, 32, generator=g))
