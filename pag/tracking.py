@@ -49,6 +49,7 @@ METRICS_FILE = "metrics.json"
 KINDS = ("train", "evaluate")
 META_KEYS = ("method", "budget", "params_hash", "split")  # of metrics.json: tags, not metrics
 FIGURE_DIRS = ("figures",)  # sub-directories whose image files are logged as artifacts
+SAMPLES_FILE = "samples.npz"  # beside an evaluation's metrics.json: logged as an artifact
 FIGURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".pdf", ".svg")
 
 # tags this module sets (besides mlflow.runName and mlflow.parentRunId)
@@ -133,9 +134,7 @@ def _transient(exc: BaseException) -> bool:
     while current is not None and id(current) not in seen:
         seen.add(id(current))
         text = str(current).lower()
-        if "locked" in text or "busy" in text or "operationalerror" in text:
-            return True
-        if type(current).__name__ == "OperationalError":
+        if "locked" in text or "busy" in text:  # not "no such table", "unable to open" ...
             return True
         current = current.__cause__ or current.__context__
     return False
@@ -393,11 +392,15 @@ def _log_run(run_dir, kind, experiment, parent_run_id, metrics_file, uri) -> str
     for batch in _chunks(metric_list, BATCH_METRICS):
         _retry(lambda b=batch: client.log_batch(run_id, metrics=b, synchronous=True), "metrics")
 
-    for path in (params_path, metrics_path):
+    samples = metrics_path.parent / SAMPLES_FILE  # gate, ponder and MultiPool maps of evaluate
+    for path in (params_path, metrics_path, samples):
         if path.is_file():
-            client.log_artifact(run_id, str(path))
+            _retry(lambda p=path: client.log_artifact(run_id, str(p)), "artifact")
     for path, folder in figures:
-        client.log_artifact(run_id, str(path), artifact_path=folder)
+        _retry(
+            lambda p=path, f=folder: client.log_artifact(run_id, str(p), artifact_path=f),
+            "artifact",
+        )
 
     _retry(
         lambda: client.log_batch(run_id, tags=[RunTag(TAG_CONTENT, content_hash)]), "content tag"
@@ -438,6 +441,7 @@ def end_parent(run_id: str | None, ok: bool = True, *, uri: str | None = None) -
 
 ENABLE_ENV = "PAG_TRACKING"  # "0" or "off" turns tracking off (the test suite does)
 PARENT_ENV = "PAG_MLFLOW_PARENT"  # the parent run id of a pipeline invocation, if any
+EXPERIMENT_ENV = "PAG_MLFLOW_EXPERIMENT"  # the profile's experiment (the pipeline sets it)
 
 
 def track_job(
@@ -446,9 +450,11 @@ def track_job(
     experiment: str,
     metrics_file: str | os.PathLike | None = None,
 ) -> str | None:
-    """What `pag train` and `pag evaluate` call when they finish: `log_run` under the parent
-    run named by $PAG_MLFLOW_PARENT, unless $PAG_TRACKING is "0" or "off"."""
+    """What `pag train` and `pag evaluate` call when they finish: `log_run` in the experiment
+    $PAG_MLFLOW_EXPERIMENT (one per profile; else `experiment`, the run's name) under the parent
+    run $PAG_MLFLOW_PARENT, unless $PAG_TRACKING is "0" or "off"."""
     if os.environ.get(ENABLE_ENV, "").strip().lower() in ("0", "off", "false", "no"):
         return None
     parent = os.environ.get(PARENT_ENV, "").strip() or None
+    experiment = os.environ.get(EXPERIMENT_ENV, "").strip() or experiment
     return log_run(run_dir, kind, experiment, parent, metrics_file=metrics_file)

@@ -156,6 +156,8 @@ def test_a_killed_distributed_run_resumes_and_refuses_another_world_size(
     uninterrupted = torchrun(params, tmp_path / "whole", data_root)
     assert uninterrupted.returncode == 0, uninterrupted.stderr
     assert_close_runs(tmp_path / "whole", run_dir)
+    whole, resumed = weights(tmp_path / "whole"), weights(run_dir)  # same code path: exact
+    assert all(torch.equal(whole[k], resumed[k]) for k in whole)
 
 
 def test_batches_are_sharded_by_rank_in_the_global_order():

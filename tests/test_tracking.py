@@ -365,3 +365,20 @@ def test_track_job_is_off_when_disabled_and_uses_the_parent_from_the_environment
     run_id = tracking.track_job(run_dir, "train", experiment="jobs")
     run = client(store).get_run(run_id)
     assert run.data.tags["mlflow.parentRunId"] == parent
+
+
+def test_track_job_takes_the_profile_experiment_and_logs_evaluation_samples(
+    store, tmp_path, monkeypatch
+):
+    run_dir = tmp_path / "runs" / "job"
+    write_train_run(run_dir)
+    out = run_dir / "eval_val" / "metrics.json"
+    out.parent.mkdir()
+    out.write_text(json.dumps({"split": "val", "depth": {"abs_rel": 0.25}}))
+    (out.parent / "samples.npz").write_bytes(b"not checked here")
+    monkeypatch.setenv(tracking.ENABLE_ENV, "1")
+    monkeypatch.setenv(tracking.EXPERIMENT_ENV, "profile_synthetic")
+    run_id = tracking.track_job(run_dir, "evaluate", experiment="job", metrics_file=out)
+    assert [r.info.run_id for r in runs_of(store, "profile_synthetic")] == [run_id]
+    artifacts = {a.path for a in client(store).list_artifacts(run_id)}
+    assert {"metrics.json", "params.yaml", "samples.npz"} <= artifacts

@@ -329,10 +329,23 @@ def evaluate(
     result = _json_safe(result)
     json.dumps(result, allow_nan=False)  # valid JSON, or fail before writing
 
+    # metrics.json marks completion: it is written last, and samples.npz appears or goes with it
+    # (no samples of another checkpoint beside new metrics, none without metrics)
+    previous = samples_path.read_bytes() if samples_path.is_file() else None
     if saved_ids:
         buffer = io.BytesIO()
         np.savez_compressed(buffer, ids=np.array(saved_ids, dtype=str), **saved)
         with atomic_write(samples_path, "wb") as handle:
             handle.write(buffer.getvalue())
-    write_json_atomic(metrics_path, result)
+    else:
+        samples_path.unlink(missing_ok=True)
+    try:
+        write_json_atomic(metrics_path, result)
+    except BaseException:
+        if previous is None:
+            samples_path.unlink(missing_ok=True)
+        else:
+            with atomic_write(samples_path, "wb") as handle:
+                handle.write(previous)
+        raise
     return result
