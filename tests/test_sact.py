@@ -357,29 +357,6 @@ def test_halting_at_once_equals_first_units_only():
             assert float(stage[1].conv2.active_mask.sum()) == 0
 
 
-def test_state_dict_round_trip():
-    model = _model(tau=0.1, depth=26, seed=3)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    model.train()
-    for _ in range(2):
-        out = model(torch.randn(4, 3, 32, 32))
-        loss = out["pred"]["semantic"].mean() + model.budget_loss(out["aux"])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval()
-    x = torch.randn(2, 3, 32, 32)
-    with torch.no_grad():
-        ref = model(x)
-    again = _model(tau=0.1, depth=26, seed=11)
-    again.load_state_dict(model.state_dict(), strict=True)
-    again.eval()
-    with torch.no_grad():
-        out = again(x)
-    assert torch.equal(out["pred"]["semantic"], ref["pred"]["semantic"])
-    assert torch.equal(out["aux"]["ponder"], ref["aux"]["ponder"])
-
-
 def test_bad_configuration():
     for bad in (-0.1, float("nan"), "1", True):
         with pytest.raises(PagError, match="tau"):
