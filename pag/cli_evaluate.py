@@ -25,6 +25,12 @@ from pag.cli_data import data_root_option
     default=None,
     help="Metrics file; default RUN_DIR/eval_<split>/metrics.json.",
 )
+@click.option(
+    "--samples",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Where the saved predictions go; default RUN_DIR/eval_<split>/samples.npz.",
+)
 @data_root_option("the params' data_root, else ")
 @click.option(
     "--save",
@@ -42,21 +48,31 @@ from pag.cli_data import data_root_option
     help="Where to run the model.",
 )
 def evaluate(
-    run_dir: Path, split: str, out: Path | None, root: Path | None, save: int, device: str
+    run_dir: Path,
+    split: str,
+    out: Path | None,
+    samples: Path | None,
+    root: Path | None,
+    save: int,
+    device: str,
 ) -> None:
     """Evaluate RUN_DIR/checkpoints/final.pt on a split at full image size: every task's
     metrics, dense and effective MACs per image, per-layer activity, written to
     RUN_DIR/eval_<split>/metrics.json (or --out), and a few predictions and maps for figures
-    in RUN_DIR/eval_<split>/samples.npz."""
+    in RUN_DIR/eval_<split>/samples.npz (or --samples)."""
     from pag.training.evaluate import evaluate as evaluate_run
 
-    metrics = evaluate_run(run_dir, split, out=out, data_root=root, save=save, device=device)
+    metrics = evaluate_run(
+        run_dir, split, out=out, data_root=root, save=save, device=device, samples=samples
+    )
     from pag.tracking import track_job  # MLflow mirrors the finished job; it cannot fail it
     from pag.training.evaluate import eval_dir, load_run
 
     params, _ = load_run(run_dir)
     metrics_file = out if out is not None else eval_dir(run_dir, split) / "metrics.json"
-    track_job(run_dir, "evaluate", experiment=params.name, metrics_file=metrics_file)
+    track_job(
+        run_dir, "evaluate", experiment=params.experiment or params.name, metrics_file=metrics_file
+    )
     summary = {
         k: metrics[k] for k in ("split", "num_images", "method", "budget", "macs", "activity")
     }

@@ -15,10 +15,17 @@ from pag.cli_data import data_root_option
 @click.option(
     "--params",
     "params_file",
-    required=True,
     type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
     help="Run params YAML (e.g. params/examples/tiny_run.yaml).",
 )
+@click.option(
+    "--profile",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Instead of --params: a profile (params/<name>.yaml) and one of its runs (--run).",
+)
+@click.option("--run", "run_name", default=None, help="With --profile: the run, e.g. pag-0.5-s0.")
 @click.option(
     "--out",
     "run_dir",
@@ -41,28 +48,56 @@ from pag.cli_data import data_root_option
     help="Override the params' device (default cpu; auto = cuda when present); recorded in "
     "the run's params.",
 )
+@click.option(
+    "--replace-stale",
+    is_flag=True,
+    help="If RUN_DIR holds a run with other params, discard it and start over (pipelines) "
+    "instead of refusing.",
+)
 def train(
-    params_file: Path, run_dir: Path, init_from: Path | None, root: Path | None, device: str | None
+    params_file: Path | None,
+    profile: Path | None,
+    run_name: str | None,
+    run_dir: Path,
+    init_from: Path | None,
+    root: Path | None,
+    device: str | None,
+    replace_stale: bool,
 ) -> None:
     """Train the model a run params file describes, writing RUN_DIR/params.yaml,
     RUN_DIR/checkpoints/{last,final}.pt and RUN_DIR/metrics.json.
 
     Started again with the same command, a run resumes from its last checkpoint and ends
-    exactly as an uninterrupted run would; other params for an existing RUN_DIR are refused."""
+    exactly as an uninterrupted run would; other params for an existing RUN_DIR are refused
+    (or with --replace-stale discarded).
+
+    With --profile and --run, the run params are the profile's for that run (what the
+    pipeline runs; `pag plan --profile P` lists the runs)."""
     from pag.training import load_run_params
     from pag.training import train as train_run
+    from pag.training.run_params import validate_run_params
 
     overrides: dict = {}
     if init_from is not None:
         overrides["init_from"] = str(init_from)
     if device is not None:
         overrides["device"] = device
-    params = load_run_params(params_file, overrides=overrides)
-    metrics = train_run(params, run_dir, data_root=root, source=str(params_file))
+    if (params_file is None) == (profile is None) or (profile is None) != (run_name is None):
+        raise click.UsageError("give either --params FILE, or --profile FILE and --run NAME")
+    if profile is not None:
+        from pag.pipeline.plan import load_plan, run_params
+
+        plan = load_plan(profile)
+        source = f"{profile} (run {run_name})"
+        params = validate_run_params({**run_params(plan.profile, run_name), **overrides}, source)
+    else:
+        source = str(params_file)
+        params = load_run_params(params_file, overrides=overrides)
+    metrics = train_run(params, run_dir, data_root=root, source=source, replace_stale=replace_stale)
     if os.environ.get("RANK", "0") != "0":
         return  # under torchrun, rank 0 reports and tracks the run
     from pag.tracking import track_job  # MLflow mirrors the finished run; it cannot fail it
 
-    track_job(run_dir, "train", experiment=params.name)
+    track_job(run_dir, "train", experiment=params.experiment or params.name)
     summary = {k: metrics[k] for k in ("steps", "epochs", "images_per_s")}
     click.echo(json.dumps({"run": str(run_dir), "train": metrics["train"], **summary}))

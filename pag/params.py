@@ -1,14 +1,13 @@
 """Profiles: the validated description of an experiment (dataset, tasks, model, methods and
-their budget sweeps). An invalid profile fails before anything runs, naming the key.
-
-This holds the parts the models need; the pipeline adds training, seeds and evaluation.
-"""
+their budget sweeps, training schedules, seeds). An invalid profile fails before anything runs,
+naming the key. The training schedule (`TrainingParams`) is shared with single runs
+(`pag.training.RunParams`)."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -58,15 +57,124 @@ class ModelParams(BaseModel):
         return self.model_dump()
 
 
+class TemperatureSchedule(BaseModel):
+    """`pag.models.gating.temperature_at`'s arguments; the defaults are the authors' schedule."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    start: float = Field(default=1.0, gt=0)
+    decay: float = Field(default=0.03, ge=0)
+    every: int = Field(default=2, ge=1)
+    minimum: float = Field(default=0.01, gt=0)
+    final: float = Field(default=0.001, gt=0)
+
+    def at(self, epoch: int) -> float:
+        from pag.models.gating import temperature_at
+
+        return temperature_at(epoch, **self.model_dump())
+
+
+class TrainingParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    epochs: int = Field(ge=1)
+    batch_size: int = Field(ge=1)
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    lr: float = Field(gt=0)
+    momentum: float = Field(default=0.9, ge=0, lt=1)
+    weight_decay: float = Field(default=5e-4, ge=0)
+    poly_power: float = Field(default=0.9, ge=0, description="lr * (1 - step/total)^power")
+    loss_weights: dict[str, float] = Field(default_factory=dict, description="default 1 per task")
+    budget_weight: float = Field(default=1.0, ge=0)
+    decision_lr_mult: float = Field(
+        default=1.0,
+        gt=0,
+        description="lr multiplier of the gates, halting heads and MultiPool attention (the "
+        "authors: 10)",
+    )
+    temperature: TemperatureSchedule | None = Field(
+        default_factory=TemperatureSchedule,
+        description="set every Gumbel gate's temperature per epoch; null keeps each module's",
+    )
+    checkpoint_every: int = Field(default=200, ge=1, description="steps")
+    log_every: int = Field(default=20, ge=1, description="steps (plain log lines)")
+    num_workers: int = Field(default=0, ge=0, description="DataLoader worker processes")
+
+    @field_validator("loss_weights")
+    @classmethod
+    def _finite_weights(cls, weights: dict[str, float]) -> dict[str, float]:
+        for task, weight in weights.items():
+            if not weight >= 0 or weight == float("inf"):
+                raise ValueError(f"loss weight of {task!r} must be finite and >= 0, got {weight}")
+        return weights
+
+
+class SyntheticData(BaseModel):
+    """How `pag data synth` renders a profile's synthetic scenes (`pag.data.synthetic`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    num: int = Field(ge=10, description="images; index % 10 == 8 is val, 9 is test")
+    seed: int = Field(default=0, ge=0)
+    height: int = Field(default=96, ge=16)
+    width: int = Field(default=128, ge=16)
+
+
+class EvaluationParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    split: str = "val"
+    save: int = Field(default=4, ge=0, description="images whose predictions are kept")
+
+
+class ResourceParams(BaseModel):
+    """Where and on what each training job runs. Same values, same numbers: the CPU thread
+    count is part of a run's arithmetic, so it is fixed here, not by the scheduler."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
+    threads: int = Field(default=1, ge=1, description="CPU threads per job")
+    gpus: int = Field(default=0, ge=0, description="GPUs per training job; > 1 runs torchrun")
+    mem_mb: int = Field(default=4000, ge=100)
+    runtime_min: int = Field(default=60, ge=1, description="wall-clock limit per training job")
+
+
+PRETRAINED = ("imagenet",)
+
+
 class Profile(BaseModel):
+    """An experiment: dataset, tasks, model, the dense baseline's and the fine-tuning schedule,
+    every method's budget sweep, seeds, evaluation and resources (`pag.pipeline` expands it
+    into jobs)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(pattern=r"^[a-z0-9_]+$")
     dataset: str
+    data: SyntheticData | None = Field(
+        default=None, description="synthetic dataset only: how to render it"
+    )
     tasks: dict[str, int | None]
     input_size: tuple[int, int] = Field(description="(height, width) of training crops")
     model: ModelParams = ModelParams()
+    pretrained: Literal["imagenet"] | None = Field(
+        default=None, description="initialise the dense baseline's trunk (torchvision weights)"
+    )
     methods: dict[str, list[float | int | None]]
+    seeds: list[int] = Field(default=[0], min_length=1)
+    baseline: TrainingParams = Field(
+        description="the dense baseline's schedule (from scratch or ImageNet)"
+    )
+    finetune: TrainingParams = Field(
+        description="every other method's schedule, starting from the dense weights"
+    )
+    method_training: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="per method, keys of `finetune` that method trains with instead",
+    )
+    evaluation: EvaluationParams = EvaluationParams()
+    resources: ResourceParams = ResourceParams()
 
     _known_dataset = field_validator("dataset")(lambda cls, name: known_dataset(name))
     _known_tasks = field_validator("tasks")(lambda cls, tasks: known_tasks(tasks))
@@ -84,10 +192,23 @@ class Profile(BaseModel):
                 raise ValueError(
                     f"{method}: give at least one budget (null for methods without one)"
                 )
+            if len(set(budgets)) != len(budgets):
+                raise ValueError(f"{method}: budgets repeat ({budgets})")
+        if methods.get("dense") != [None]:
+            raise ValueError(
+                "dense: [null] is required: the dense baseline is what every method fine-tunes"
+            )
         return methods
 
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, seeds: list[int]) -> list[int]:
+        if len(set(seeds)) != len(seeds) or min(seeds) < 0:
+            raise ValueError(f"seeds must be distinct integers >= 0, got {seeds}")
+        return seeds
+
     @model_validator(mode="after")
-    def _budgets_in_range(self) -> Profile:
+    def _consistent(self) -> Profile:
         from pag.models.resnet import _DEPTHS
 
         blocks = sum(_DEPTHS[self.model.depth][1])
@@ -97,7 +218,48 @@ class Profile(BaseModel):
                     check_budget(method, budget, blocks)
                 except PagError as exc:
                     raise ValueError(f"methods.{method}: {exc}") from None
+        if (self.dataset == "synthetic") != (self.data is not None):
+            raise ValueError(
+                "data: required for the synthetic dataset (how to render it)"
+                if self.data is None
+                else f"data: only the synthetic dataset is rendered; {self.dataset} is fetched"
+            )
+        if self.pretrained is not None and (
+            self.model.depth not in (18, 34, 50, 101) or self.model.width_multiplier != 1
+        ):
+            raise ValueError(
+                "pretrained: torchvision's ImageNet weights exist for ResNet-18/34/50/101 at "
+                f"width 1, not ResNet-{self.model.depth} at width {self.model.width_multiplier}"
+            )
+        for method in self.method_training:
+            if method not in self.methods or method == "dense":
+                raise ValueError(
+                    f"method_training.{method}: not a fine-tuned method of this profile "
+                    f"(its methods: {[m for m in self.methods if m != 'dense']})"
+                )
+            try:
+                self.training_of(method)
+            except ValidationError as exc:
+                problem = "; ".join(
+                    f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+                )
+                raise ValueError(f"method_training.{method}: {problem}") from None
+        for section in ("baseline", "finetune"):
+            unknown = sorted(set(getattr(self, section).loss_weights) - set(self.tasks))
+            if unknown:
+                raise ValueError(f"{section}.loss_weights: {unknown} are not tasks of this profile")
         return self
+
+    def training_of(self, method: str) -> TrainingParams:
+        """The schedule a method trains with: `baseline` for dense, else `finetune` with the
+        method's `method_training` keys replacing its own."""
+        if method == "dense":
+            return self.baseline
+        overrides = self.method_training.get(method)
+        if not overrides:
+            return self.finetune
+        merged = {**self.finetune.model_dump(), **overrides}
+        return TrainingParams.model_validate(merged)
 
     def runs(self) -> list[tuple[str, float | int | None]]:
         """(method, budget) for every entry of the sweep, in profile order."""

@@ -17,6 +17,9 @@ TINY = {
     "input_size": [32, 48],
     "model": {"depth": 26, "width_multiplier": 0.125, "head_hidden": 8},
     "methods": {"dense": [None], "truncation": [8, 4], "pag": [0.5]},
+    "data": {"num": 10},
+    "baseline": {"epochs": 1, "batch_size": 2, "lr": 0.1},
+    "finetune": {"epochs": 1, "batch_size": 2, "lr": 0.01},
 }
 
 
@@ -41,8 +44,14 @@ def test_the_default_profile_is_valid():
     ("change", "message"),
     [
         ({"methods": {"pixel": [None]}}, r"methods: unknown method\(s\) \['pixel'\]"),
-        ({"methods": {"pag": [1.5]}}, r"methods.pag: budget 1.5 outside the range"),
-        ({"methods": {"truncation": [9]}}, r"outside the range for 'truncation'.*\[1, 8\]"),
+        (
+            {"methods": {"dense": [None], "pag": [1.5]}},
+            r"methods.pag: budget 1.5 outside the range",
+        ),
+        (
+            {"methods": {"dense": [None], "truncation": [9]}},
+            r"outside the range for 'truncation'.*\[1, 8\]",
+        ),
         ({"dataset": "imagenet"}, r"dataset: unknown dataset 'imagenet'"),
         ({"tasks": {"semantic": 4, "edges": None}}, r"tasks: tasks must be a non-empty subset"),
         ({"model": {"depth": 27}}, r"model.depth: Input should be 18, 26, 34, 50 or 101"),

@@ -24,6 +24,7 @@ import json
 import math
 import os
 import random
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -189,12 +190,22 @@ class RunState:
         return cls(**data)
 
 
+# parameters a method adds to decide what to compute (PAG and layer-skip gates, SACT halting
+# heads, the MultiPool attention): `training.decision_lr_mult` scales their learning rate
+DECISION_PARAMS = (".gate.", ".halting.", ".multipool.attention.")
+
+
 def make_optimizer(params: RunParams, model: torch.nn.Module) -> torch.optim.Optimizer:
     t = params.training
-    trainable = [p for p in model.parameters() if p.requires_grad]
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    decision = [p for n, p in named if any(part in n for part in DECISION_PARAMS)]
+    rest = [p for n, p in named if not any(part in n for part in DECISION_PARAMS)]
+    groups: list[dict[str, Any]] = [{"params": rest}]
+    if decision:
+        groups.append({"params": decision, "lr": t.lr * t.decision_lr_mult})
     if t.optimizer == "sgd":
-        return torch.optim.SGD(trainable, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
-    return torch.optim.Adam(trainable, lr=t.lr, weight_decay=t.weight_decay)
+        return torch.optim.SGD(groups, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+    return torch.optim.Adam(groups, lr=t.lr, weight_decay=t.weight_decay)
 
 
 def make_scheduler(optimizer, total_steps: int, power: float):
@@ -220,9 +231,17 @@ def read_run_params(run_dir: Path) -> RunParams | None:
     return validate_run_params(raw, path, check_files=False)
 
 
-def check_same_params(run_dir: Path, params: RunParams, source: str) -> bool:
-    """True when `run_dir` was started with these params; refuse other params."""
-    recorded = read_run_params(run_dir)
+def check_same_params(
+    run_dir: Path, params: RunParams, source: str, *, replace_stale: bool = False
+) -> bool | None:
+    """True when `run_dir` was started with these params, False when it holds no run; other
+    params are refused, or with `replace_stale` give None (the caller discards that run)."""
+    try:
+        recorded = read_run_params(run_dir)
+    except PagError:
+        if not replace_stale:
+            raise
+        return None
     if recorded is None:
         return False
     mine, theirs = params.resolved(), recorded.resolved()
@@ -230,12 +249,23 @@ def check_same_params(run_dir: Path, params: RunParams, source: str) -> bool:
         mine.pop(key, None)
         theirs.pop(key, None)
     differing = differing_keys(theirs, mine)
+    if differing and replace_stale:
+        return None
     if differing:
         raise PagError(
             f"{run_dir} was started with other params ({', '.join(differing)} differ from "
             f"{source}); use another --out, or the same params to resume"
         )
     return True
+
+
+def discard_run(run_dir: Path) -> None:
+    """Remove a run's training state (params, checkpoints, metrics) so it can start over."""
+    import shutil
+
+    shutil.rmtree(checkpoint.checkpoint_dir(run_dir), ignore_errors=True)
+    for name in (METRICS_FILE, PARAMS_FILE):
+        (run_dir / name).unlink(missing_ok=True)
 
 
 def write_params(run_dir: Path, params: RunParams) -> None:
@@ -269,14 +299,18 @@ def train(
     source: str = "the given params",
     stream: TextIO | None = None,
     tty: bool | None = None,
+    replace_stale: bool = False,
 ) -> dict[str, Any]:
     """Train `params` in `run_dir`, resuming from `run_dir/checkpoints/last.pt` when present,
     and return the metrics written to `run_dir/metrics.json`.
 
-    Everything that can be checked (params against the run dir's, dataset, model, init
-    checkpoint) is checked before anything is written."""
+    A run dir started with other params is refused, or with `replace_stale` (what pipelines
+    want after a profile changed) discarded and started over. Everything that can be checked
+    (params against the run dir's, dataset, model, init checkpoint) is checked before anything
+    is written or discarded."""
     run_dir = Path(run_dir)
-    resuming_dir = check_same_params(run_dir, params, source)
+    resuming_dir = check_same_params(run_dir, params, source, replace_stale=replace_stale)
+    stale = resuming_dir is None
     last_path = checkpoint.checkpoint_dir(run_dir) / checkpoint.LAST
     final_path = checkpoint.checkpoint_dir(run_dir) / checkpoint.FINAL
     metrics_path = run_dir / METRICS_FILE
@@ -289,6 +323,9 @@ def train(
     dataset = open_train_split(params, data_root)
     t = params.training
     distributed.per_rank_batch(t.batch_size, world)
+    if stale and world.rank == 0:
+        (stream or sys.stderr).write(f"{run_dir} held a run with other params: starting over\n")
+        discard_run(run_dir)
 
     with distributed.process_group(world, device), compute_settings(threads, device):
         device = distributed.device_for(device, world)
@@ -334,6 +371,10 @@ def _train_in_group(
         from pag.models import load_dense_weights
 
         load_dense_weights(model, checkpoint.model_weights(params.init_from))
+    elif params.pretrained is not None:
+        from pag.models.resnet import load_imagenet_weights
+
+        load_imagenet_weights(model.trunk, checkpoint.model_weights(params.pretrained))
     model.to(device)
     if device.type == "cuda":
         model.to(memory_format=torch.channels_last)

@@ -26,57 +26,18 @@ from pydantic import (
 
 from pag.errors import PagError
 from pag.models.model import METHODS, check_budget
-from pag.params import ModelParams, known_dataset, known_tasks
+from pag.params import (  # noqa: F401  (TrainingParams, TemperatureSchedule: re-exported)
+    ModelParams,
+    TemperatureSchedule,
+    TrainingParams,
+    known_dataset,
+    known_tasks,
+)
 
 # keys that say where things are, not what is computed: they may change between a run's
-# start and its resumption, and are left out of the params hash
-LOCATION_KEYS = ("data_root",)
-
-
-class TemperatureSchedule(BaseModel):
-    """`pag.models.gating.temperature_at`'s arguments; the defaults are the authors' schedule."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    start: float = Field(default=1.0, gt=0)
-    decay: float = Field(default=0.03, ge=0)
-    every: int = Field(default=2, ge=1)
-    minimum: float = Field(default=0.01, gt=0)
-    final: float = Field(default=0.001, gt=0)
-
-    def at(self, epoch: int) -> float:
-        from pag.models.gating import temperature_at
-
-        return temperature_at(epoch, **self.model_dump())
-
-
-class TrainingParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    epochs: int = Field(ge=1)
-    batch_size: int = Field(ge=1)
-    optimizer: Literal["sgd", "adam"] = "sgd"
-    lr: float = Field(gt=0)
-    momentum: float = Field(default=0.9, ge=0, lt=1)
-    weight_decay: float = Field(default=5e-4, ge=0)
-    poly_power: float = Field(default=0.9, ge=0, description="lr * (1 - step/total)^power")
-    loss_weights: dict[str, float] = Field(default_factory=dict, description="default 1 per task")
-    budget_weight: float = Field(default=1.0, ge=0)
-    temperature: TemperatureSchedule | None = Field(
-        default_factory=TemperatureSchedule,
-        description="set every Gumbel gate's temperature per epoch; null keeps each module's",
-    )
-    checkpoint_every: int = Field(default=200, ge=1, description="steps")
-    log_every: int = Field(default=20, ge=1, description="steps (plain log lines)")
-    num_workers: int = Field(default=0, ge=0, description="DataLoader worker processes")
-
-    @field_validator("loss_weights")
-    @classmethod
-    def _finite_weights(cls, weights: dict[str, float]) -> dict[str, float]:
-        for task, weight in weights.items():
-            if not weight >= 0 or weight == float("inf"):
-                raise ValueError(f"loss weight of {task!r} must be finite and >= 0, got {weight}")
-        return weights
+# start and its resumption, and are left out of the params hash (a pipeline tracks the
+# contents of the files they name)
+LOCATION_KEYS = ("data_root", "init_from", "pretrained", "experiment")
 
 
 class RunParams(BaseModel):
@@ -85,6 +46,9 @@ class RunParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    experiment: str | None = Field(
+        default=None, description="MLflow experiment (pipelines: the profile); else the name"
+    )
     dataset: str
     data_root: str | None = Field(default=None, description="else --data-root, $PAG_DATA, data/")
     train_split: str = "train"
@@ -94,6 +58,10 @@ class RunParams(BaseModel):
     method: str = "dense"
     budget: float | int | None = None
     init_from: str | None = Field(default=None, description="checkpoint whose weights start")
+    pretrained: str | None = Field(
+        default=None,
+        description="torchvision ImageNet checkpoint for the trunk (when init_from is unset)",
+    )
     training: TrainingParams
     seed: int = Field(default=0, ge=0)
     threads: int | None = Field(default=None, ge=1, description="else the environment's")
@@ -116,7 +84,7 @@ class RunParams(BaseModel):
             raise ValueError(f"unknown method {method!r}; expected one of {list(METHODS)}")
         return method
 
-    @field_validator("init_from")
+    @field_validator("init_from", "pretrained")
     @classmethod
     def _existing_checkpoint(cls, path: str | None, info: ValidationInfo) -> str | None:
         if path is None:

@@ -1,0 +1,117 @@
+"""Pipeline commands: the plan, its summary and report, `dvc.yaml`, ImageNet weights."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+profile_option = click.option(
+    "--profile",
+    default="synthetic",
+    show_default=True,
+    help="Profile name (params/<name>.yaml) or file.",
+)
+
+
+@click.command("plan")
+@profile_option
+def plan(profile: str) -> None:
+    """Print the profile's jobs, one JSON object per line: name, command, inputs, outputs,
+    profile keys, threads (what Snakemake and DVC run)."""
+    from pag.pipeline.plan import load_plan
+
+    for job in load_plan(profile).jobs:
+        record = {
+            "name": job.name,
+            "cmd": job.cmd,
+            "deps": list(job.deps),
+            "outs": list(job.outs) + list(job.results),
+            "params": list(job.params),
+            "threads": job.threads,
+        }
+        click.echo(json.dumps(record))
+
+
+@click.command("summarize")
+@profile_option
+def summarize(profile: str) -> None:
+    """Collect every run's evaluation into results/<profile>/summary.csv (tidy), metrics.json
+    (`dvc metrics show`) and curves.csv (`dvc plots show`)."""
+    from pag.pipeline.plan import load_plan
+    from pag.pipeline.summary import summarize as write_summary
+
+    for path in write_summary(load_plan(profile)):
+        click.echo(f"wrote {path}")
+
+
+@click.command("trivial")
+@profile_option
+def trivial(profile: str) -> None:
+    """Score trivial constant predictors (majority class, mean depth, mean normal, constant
+    boundary map) fitted on the training split: results/<profile>/trivial.json."""
+    from pag.pipeline.plan import load_plan
+    from pag.pipeline.trivial import write_trivial
+
+    click.echo(f"wrote {write_trivial(load_plan(profile))}")
+
+
+@click.command("report")
+@click.option(
+    "--summary",
+    "summary_csv",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="results/<profile>/summary.csv",
+)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="paper_figures/<profile>",
+)
+def report(summary_csv: Path, out: Path) -> None:
+    """Figures and tables from a summary: accuracy versus compute, the summary table."""
+    from pag.report import make_report
+
+    for path in make_report(summary_csv, out):
+        click.echo(f"wrote {path}")
+
+
+@click.command("dvc-yaml")
+@profile_option
+@click.option("--check", is_flag=True, help="Only check that the file is up to date.")
+def dvc_yaml(profile: str, check: bool) -> None:
+    """Write the profile's dvc.yaml (the default profile's is ./dvc.yaml, others'
+    pipelines/<name>/dvc.yaml) from the same plan the Snakefile runs."""
+    from pag.pipeline import dvcyaml
+    from pag.pipeline.plan import load_plan
+
+    the_plan = load_plan(profile)
+    path = dvcyaml.dvc_yaml_path(the_plan.name)
+    if check:
+        if not dvcyaml.is_current(the_plan):
+            click.echo(
+                f"{path} is not up to date: run `pag dvc-yaml --profile {profile}`", err=True
+            )
+            sys.exit(1)
+        click.echo(f"{path} is up to date")
+        return
+    click.echo(f"wrote {dvcyaml.write(the_plan)}")
+
+
+@click.group("weights")
+def weights_group() -> None:
+    """Pretrained weights for the trunk."""
+
+
+@weights_group.command("fetch")
+@click.option("--depth", type=click.Choice(["18", "34", "50", "101"]), required=True)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
+def fetch_weights(depth: str, out: Path) -> None:
+    """Download torchvision's ImageNet ResNet checkpoint (sha256 prefix checked)."""
+    from pag.weights import fetch_imagenet
+
+    click.echo(f"wrote {fetch_imagenet(int(depth), out, progress=sys.stderr.isatty())}")

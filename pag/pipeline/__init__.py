@@ -1,0 +1,1 @@
+"""The experiment pipeline: plan (profile -> jobs), summary, dvc.yaml."""

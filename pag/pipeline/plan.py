@@ -1,0 +1,375 @@
+"""The experiment plan: one profile expanded into the jobs both front-ends run.
+
+A profile (`params/<name>.yaml`) becomes: data (render or fetch), optional ImageNet weights,
+one dense baseline per seed, one fine-tuning run per (method, budget, seed) starting from the
+dense weights of its seed, one evaluation per run, the summary, and the report. Every job is a
+`pag` command with declared inputs and outputs. The Snakefile builds its DAG from these jobs
+(rules in `workflow/rules/`), and `pag dvc-yaml` writes the same jobs as `dvc.yaml` stages, so
+the two front-ends run the same commands on the same files.
+
+Paths are relative to the project root, where both front-ends run:
+
+    data/<profile>/<dataset>/                    the dataset (`data_root` = data/<profile>)
+    data/weights/<torchvision file>.pth          ImageNet weights (profiles with `pretrained`)
+    runs/<profile>/<run>/checkpoints/final.pt    a trained run (run dirs are not committed)
+    runs/<profile>/<run>/eval_<split>/samples.npz
+    results/<profile>/runs/<run>/metrics.json    a run's evaluation (committed)
+    results/<profile>/summary.csv, metrics.json, curves.csv
+    paper_figures/<profile>/...                  the report (committed)
+
+Runs are named `<method>[-<budget>]-s<seed>`, e.g. `dense-s0`, `pag-0.5-s1`, `truncation-6-s0`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pag.errors import PagError
+from pag.params import Profile, load_profile
+
+PROFILES_DIR = "params"
+DEFAULT_PROFILE = "synthetic"
+
+
+@dataclass(frozen=True)
+class Run:
+    """One training run of the sweep."""
+
+    method: str
+    budget: float | int | None
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return run_name(self.method, self.budget, self.seed)
+
+    @property
+    def is_baseline(self) -> bool:
+        return self.method == "dense"
+
+
+def format_budget(budget: float | int | None) -> str:
+    return "" if budget is None else f"{budget:g}"
+
+
+def run_name(method: str, budget: float | int | None, seed: int) -> str:
+    budget_part = "" if budget is None else f"-{format_budget(budget)}"
+    return f"{method}{budget_part}-s{seed}"
+
+
+@dataclass(frozen=True)
+class Job:
+    """One step: a command, what it reads and writes, and the profile keys it depends on.
+
+    `outs` are cached by DVC and ignored by git; `results` are small outputs committed to git
+    (`cache: false`). `values` are what the job computes from (a run's resolved params): the
+    Snakefile hands them to Snakemake as `params`, so a change reruns the job."""
+
+    name: str
+    cmd: str
+    deps: tuple[str, ...] = ()
+    outs: tuple[str, ...] = ()
+    results: tuple[str, ...] = ()
+    params: tuple[str, ...] = ()
+    threads: int = 1
+    gpus: int = 0
+    run: Run | None = None
+    values: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def stage(self) -> str:
+        """The DVC stage name (letters, digits, '-' and '_')."""
+        return re.sub(r"[^A-Za-z0-9_-]", "_", self.name)
+
+
+@dataclass
+class Plan:
+    profile: Profile
+    profile_file: str
+    jobs: list[Job]
+
+    @property
+    def name(self) -> str:
+        return self.profile.name
+
+    def job(self, name: str) -> Job:
+        for job in self.jobs:
+            if job.name == name:
+                return job
+        raise PagError(f"{self.profile_file}: no job {name!r} in the plan")
+
+    def runs(self) -> list[Run]:
+        return [
+            job.run for job in self.jobs if job.run is not None and job.name.startswith("train")
+        ]
+
+
+# -- layout --------------------------------------------------------------------------------------
+
+
+def profile_path(name: str) -> str:
+    return f"{PROFILES_DIR}/{name}.yaml"
+
+
+def data_root(profile: Profile) -> str:
+    return f"data/{profile.name}"
+
+
+def dataset_path(profile: Profile) -> str:
+    return f"{data_root(profile)}/{profile.dataset}"
+
+
+def run_dir(profile: Profile, run: str) -> str:
+    return f"runs/{profile.name}/{run}"
+
+
+def final_checkpoint(profile: Profile, run: str) -> str:
+    return f"{run_dir(profile, run)}/checkpoints/final.pt"
+
+
+def train_metrics(profile: Profile, run: str) -> str:
+    return f"{run_dir(profile, run)}/metrics.json"
+
+
+def eval_metrics(profile: Profile, run: str) -> str:
+    return f"results/{profile.name}/runs/{run}/metrics.json"
+
+
+def eval_samples(profile: Profile, run: str) -> str:
+    return f"{run_dir(profile, run)}/eval_{profile.evaluation.split}/samples.npz"
+
+
+def results_dir(profile: Profile) -> str:
+    return f"results/{profile.name}"
+
+
+def figures_dir(profile: Profile) -> str:
+    return f"paper_figures/{profile.name}"
+
+
+def weights_path(profile: Profile) -> str | None:
+    if profile.pretrained is None:
+        return None
+    from pag.weights import imagenet_file
+
+    return f"data/weights/{imagenet_file(profile.model.depth)}"
+
+
+REPORT_FILES = ("accuracy_vs_compute.png", "accuracy_vs_compute.pdf", "summary_table.md")
+SUMMARY_FILES = ("summary.csv", "metrics.json", "curves.csv")
+
+
+# -- expansion ----------------------------------------------------------------------------------
+
+
+def sweep(profile: Profile) -> list[Run]:
+    """Every run: the dense baseline per seed first, then each method's budgets per seed."""
+    runs = [Run("dense", None, seed) for seed in profile.seeds]
+    for method, budget in profile.runs():
+        if method != "dense":
+            runs.extend(Run(method, budget, seed) for seed in profile.seeds)
+    return runs
+
+
+# the profile keys a training run depends on (its budget and seed are in its name): the
+# trunk's, plus those of its own method, so a gating knob leaves the dense baseline alone
+_RUN_KEYS = ("dataset", "tasks", "input_size", "resources.device", "resources.threads")
+_RUN_KEYS += ("resources.gpus",)
+_TRUNK_KEYS = ("depth", "width_multiplier", "output_stride", "head_hidden")
+_METHOD_MODEL_KEYS = {
+    "pag": ("gate_mode", "sparsity_scope"),
+    "mp_pag": ("multipool_block", "dilations"),
+    "multipool_avg": ("multipool_block", "dilations"),
+}
+
+
+def model_keys(method: str) -> tuple[str, ...]:
+    return _TRUNK_KEYS + _METHOD_MODEL_KEYS.get(method, ())
+
+
+def run_params(profile: Profile, run: Run | str, *, init_from: str | None = None) -> dict:
+    """The run params (`pag.training.RunParams` fields) of one run of the profile."""
+    if isinstance(run, str):
+        run = parse_run(profile, run)
+    training = profile.training_of(run.method)
+    params = {
+        "name": run.name,
+        "experiment": profile.name,
+        "dataset": profile.dataset,
+        "data_root": data_root(profile),
+        "tasks": dict(profile.tasks),
+        "input_size": list(profile.input_size),
+        # keys the method does not use keep their defaults, so they never make it stale
+        "model": {
+            key: value
+            for key, value in profile.model.model_dump(mode="json").items()
+            if key in model_keys(run.method)
+        },
+        "method": run.method,
+        "budget": run.budget,
+        "training": training.model_dump(mode="json"),
+        "seed": run.seed,
+        "threads": profile.resources.threads,
+        "device": profile.resources.device,
+    }
+    if init_from is not None:
+        params["init_from"] = init_from
+    if run.is_baseline and profile.pretrained is not None:
+        params["pretrained"] = weights_path(profile)
+    return params
+
+
+def parse_run(profile: Profile, name: str) -> Run:
+    """The run of the profile called `name`; an unknown name lists the known ones."""
+    for run in sweep(profile):
+        if run.name == name:
+            return run
+    known = ", ".join(run.name for run in sweep(profile))
+    raise PagError(f"profile {profile.name}: no run named {name!r}; its runs are {known}")
+
+
+def _data_job(profile: Profile, threads: int) -> Job:
+    out = dataset_path(profile)
+    if profile.data is not None:
+        d = profile.data
+        cmd = (
+            f"pag data synth --out {out} --num {d.num} --seed {d.seed} --height {d.height} "
+            f"--width {d.width} --workers {threads}"
+        )
+        return Job("data", cmd, outs=(out,), params=("data",), threads=threads)
+    root = data_root(profile)
+    cmd = (
+        f"pag data fetch {profile.dataset} --root {root} --no-progress && "
+        f"pag data check {profile.dataset} --root {root}"
+    )
+    return Job("data", cmd, outs=(out,), params=("dataset",), threads=threads)
+
+
+def _weights_job(profile: Profile) -> Job | None:
+    path = weights_path(profile)
+    if path is None:
+        return None
+    cmd = f"pag weights fetch --depth {profile.model.depth} --out {path}"
+    return Job("weights", cmd, outs=(path,), params=("pretrained", "model.depth"))
+
+
+def _train_job(profile: Profile, profile_file: str, run: Run, weights: str | None) -> Job:
+    deps = [dataset_path(profile)]
+    init = ""
+    if run.is_baseline:
+        section = "baseline"
+        if weights is not None:
+            deps.append(weights)
+    else:
+        section = "finetune"
+        dense = final_checkpoint(profile, run_name("dense", None, run.seed))
+        deps.append(dense)
+        init = f" --init-from {dense}"
+    r = profile.resources
+    # more than one GPU: one process per GPU under torchrun (pag.training.distributed)
+    launcher = f"torchrun --standalone --nproc_per_node={r.gpus} -m " if r.gpus > 1 else ""
+    cmd = (
+        f"{launcher}pag train --profile {profile_file} --run {run.name} "
+        f"--out {run_dir(profile, run.name)}{init} --replace-stale"
+    )
+    keys = (*_RUN_KEYS, *(f"model.{key}" for key in model_keys(run.method)), section)
+    if run.method in profile.method_training:
+        keys += (f"method_training.{run.method}",)
+    if run.is_baseline:
+        keys += ("pretrained",)
+    return Job(
+        f"train-{run.name}",
+        cmd,
+        deps=tuple(deps),
+        outs=(final_checkpoint(profile, run.name), train_metrics(profile, run.name)),
+        params=keys,
+        threads=r.threads,
+        gpus=r.gpus,
+        run=run,
+        values=run_params(profile, run),
+    )
+
+
+def _eval_job(profile: Profile, run: Run) -> Job:
+    e = profile.evaluation
+    metrics = eval_metrics(profile, run.name)
+    samples = eval_samples(profile, run.name)
+    cmd = (
+        f"pag evaluate --run {run_dir(profile, run.name)} --split {e.split} --out {metrics} "
+        f"--samples {samples} --save {e.save} --device {profile.resources.device}"
+    )
+    return Job(
+        f"eval-{run.name}",
+        cmd,
+        deps=(dataset_path(profile), final_checkpoint(profile, run.name)),
+        outs=(samples,),
+        results=(metrics,),
+        params=("evaluation", "resources.device"),
+        threads=profile.resources.threads,
+        gpus=min(profile.resources.gpus, 1),
+        run=run,
+        values={**e.model_dump(mode="json"), "device": profile.resources.device},
+    )
+
+
+def expand(profile: Profile, profile_file: str) -> Plan:
+    """The profile's jobs in an order that respects their dependencies."""
+    threads = profile.resources.threads
+    jobs = [_data_job(profile, threads)]
+    weights = _weights_job(profile)
+    if weights is not None:
+        jobs.append(weights)
+    runs = sweep(profile)
+    weights_file = weights_path(profile)
+    jobs.extend(_train_job(profile, profile_file, run, weights_file) for run in runs)
+    jobs.extend(_eval_job(profile, run) for run in runs)
+    results = results_dir(profile)
+    jobs.append(
+        Job(
+            "trivial",
+            f"pag trivial --profile {profile_file}",
+            deps=(dataset_path(profile),),
+            results=(f"{results}/trivial.json",),
+            params=("tasks", "evaluation.split"),
+        )
+    )
+    summary = tuple(f"{results}/{name}" for name in SUMMARY_FILES)
+    jobs.append(
+        Job(
+            "summarize",
+            f"pag summarize --profile {profile_file}",
+            deps=tuple(eval_metrics(profile, run.name) for run in runs)
+            + tuple(train_metrics(profile, run.name) for run in runs),
+            results=summary,
+        )
+    )
+    figures = figures_dir(profile)
+    jobs.append(
+        Job(
+            "report",
+            f"pag report --summary {summary[0]} --out {figures}",
+            deps=(summary[0],),
+            results=tuple(f"{figures}/{name}" for name in REPORT_FILES),
+        )
+    )
+    return Plan(profile, profile_file, jobs)
+
+
+def load_plan(profile: str | os.PathLike) -> Plan:
+    """The plan of a profile given by name (`synthetic`) or file (`params/synthetic.yaml`);
+    the profile's `name` must be its file's stem, which names its data, runs and results."""
+    text = str(profile)
+    path = Path(text) if text.endswith((".yaml", ".yml")) or os.sep in text else None
+    if path is None:
+        path = Path(profile_path(text))
+    loaded = load_profile(path)
+    if loaded.name != path.stem:
+        raise PagError(
+            f"{path}: name is {loaded.name!r} but must be the file's name {path.stem!r} "
+            "(it names the profile's data, runs and results)"
+        )
+    return expand(loaded, path.as_posix())

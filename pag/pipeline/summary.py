@@ -1,0 +1,172 @@
+"""The summary: every run's evaluation in one tidy table, plus what `dvc metrics`/`dvc plots` read.
+
+`summarize(plan)` reads `results/<profile>/runs/<run>/metrics.json` of every run of the plan
+and writes, atomically, into `results/<profile>/`:
+
+* `summary.csv`: one row per (run, task, metric) with columns `SUMMARY_COLUMNS`: the run's
+  method, budget, seed and dataset, the metric's value, and the run's effective and dense MACs
+  per image (dense: of the run's own architecture);
+* `metrics.json`: per run, the headline metrics and MACs as % of the dense baseline
+  (`dvc metrics show`);
+* `curves.csv`: one row per run with the headline metrics as columns (`dvc plots`).
+
+A run without an evaluation, or an evaluation of another method or budget than its name says,
+is an error naming the file: a summary never silently leaves a run out.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from pag.errors import PagError
+from pag.fileio import atomic_write, write_json_atomic
+from pag.pipeline import plan as layout
+from pag.pipeline.plan import Plan, Run
+
+SUMMARY_COLUMNS = (
+    "run",
+    "method",
+    "budget",
+    "seed",
+    "dataset",
+    "task",
+    "metric",
+    "value",
+    "effective_macs",
+    "dense_macs",
+)
+TASK_ORDER = ("semantic", "boundary", "depth", "normals")
+# per task, the metric the paper's comparisons use first (dvc metrics, curves.csv)
+HEADLINE = {
+    "semantic": ("miou", "pixel_acc"),
+    "boundary": ("ods",),
+    "depth": ("rmse", "abs_rel", "delta1"),
+    "normals": ("mean", "within_11_25"),
+}
+_NOT_METRICS = {"num_images", "num_skipped"}
+
+
+def _scalar_metrics(section: dict[str, Any]) -> dict[str, float | None]:
+    """A task's scalar metrics (counts, flags, per-class lists and curves left out)."""
+    scalars = {}
+    for key, value in section.items():
+        if key in _NOT_METRICS or isinstance(value, bool):
+            continue
+        if value is None or isinstance(value, int | float):
+            scalars[key] = None if value is None else float(value)
+    return scalars
+
+
+def read_evaluation(path: Path, run: Run) -> dict[str, Any]:
+    if not path.is_file():
+        raise PagError(f"{path}: no evaluation of run {run.name} (run `pag evaluate` first)")
+    try:
+        metrics = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise PagError(f"{path}: not valid JSON ({exc})") from None
+    if metrics.get("method") != run.method or metrics.get("budget") != run.budget:
+        raise PagError(
+            f"{path}: evaluates method {metrics.get('method')!r} budget "
+            f"{metrics.get('budget')!r}, but run {run.name} is {run.method!r} {run.budget!r}"
+        )
+    if not isinstance(metrics.get("macs"), dict):
+        raise PagError(f"{path}: no 'macs' section")
+    return metrics
+
+
+def summary_rows(plan: Plan, root: Path = Path(".")) -> list[dict[str, Any]]:
+    rows = []
+    for run in plan.runs():
+        metrics = read_evaluation(root / layout.eval_metrics(plan.profile, run.name), run)
+        macs = metrics["macs"]
+        for task in TASK_ORDER:
+            if task not in plan.profile.tasks:
+                continue
+            if not isinstance(metrics.get(task), dict):
+                path = layout.eval_metrics(plan.profile, run.name)
+                raise PagError(f"{path}: no metrics of task {task!r}")
+            for metric, value in _scalar_metrics(metrics[task]).items():
+                rows.append(
+                    {
+                        "run": run.name,
+                        "method": run.method,
+                        "budget": run.budget,
+                        "seed": run.seed,
+                        "dataset": plan.profile.dataset,
+                        "task": task,
+                        "metric": metric,
+                        "value": value,
+                        "effective_macs": float(macs["effective"]),
+                        "dense_macs": float(macs["dense"]),
+                    }
+                )
+    return rows
+
+
+def _cell(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, float):
+        return repr(value)  # shortest text that reads back as the same float
+    return str(value)
+
+
+def write_csv(path: Path, columns: tuple[str, ...] | list[str], rows: list[dict]) -> None:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([_cell(row.get(column)) for column in columns])
+    with atomic_write(path, "w") as handle:
+        handle.write(buffer.getvalue())
+
+
+def baseline_macs(rows: list[dict[str, Any]]) -> float:
+    """Mean effective MACs per image of the dense baseline's runs (100 %)."""
+    per_run = {row["run"]: row["effective_macs"] for row in rows if row["method"] == "dense"}
+    if not per_run:
+        raise PagError("no dense baseline run in the summary: MACs % cannot be computed")
+    return sum(per_run.values()) / len(per_run)
+
+
+def per_run_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[dict[str, Any]]]:
+    """One row per run: identity, MACs % of dense and the headline metrics as columns."""
+    dense = baseline_macs(rows)
+    table: dict[str, dict[str, Any]] = {}
+    columns = ["run", "method", "budget", "seed", "macs_pct"]
+    for row in rows:
+        entry = table.setdefault(
+            row["run"],
+            {
+                **{key: row[key] for key in ("run", "method", "budget", "seed")},
+                "macs_pct": 100.0 * row["effective_macs"] / dense,
+            },
+        )
+        if row["metric"] in HEADLINE[row["task"]]:
+            column = f"{row['task']}_{row['metric']}"
+            entry[column] = row["value"]
+            if column not in columns:
+                columns.append(column)
+    return columns, list(table.values())
+
+
+def summarize(plan: Plan, root: Path = Path(".")) -> list[Path]:
+    """Write summary.csv, metrics.json and curves.csv of the plan's results; return the paths."""
+    rows = summary_rows(plan, root)
+    out = root / layout.results_dir(plan.profile)
+    out.mkdir(parents=True, exist_ok=True)
+    summary, metrics, curves = (out / name for name in layout.SUMMARY_FILES)
+    write_csv(summary, SUMMARY_COLUMNS, rows)
+    columns, runs = per_run_table(rows)
+    write_csv(curves, columns, runs)
+    nested = {
+        run["run"]: {key: run[key] for key in columns if key not in ("run", "method", "seed")}
+        for run in runs
+    }
+    write_json_atomic(metrics, nested)
+    return [summary, metrics, curves]

@@ -1,0 +1,249 @@
+"""The experiment plan: a profile expands into the jobs both front-ends run, with the profile
+keys each job depends on, so a change reruns exactly the jobs it touches."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from pag.errors import PagError
+from pag.params import load_profile
+from pag.pipeline import dvcyaml
+from pag.pipeline.plan import load_plan, parse_run, run_params, sweep
+from pag.training.run_params import validate_run_params
+
+TINY = "params/tiny.yaml"
+
+
+def tiny_raw():
+    with open(TINY) as handle:
+        return yaml.safe_load(handle)
+
+
+def plan_of(tmp_path, raw, name="tiny"):
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return load_plan(path)
+
+
+def test_tiny_plan_jobs_and_order():
+    plan = load_plan("tiny")
+    names = [job.name for job in plan.jobs]
+    runs = [
+        "dense-s0",
+        "multipool_avg-s0",
+        "mp_pag-s0",
+        "pag-0.5-s0",
+        "truncation-6-s0",
+        "layer_skip-0.5-s0",
+        "sact-0.01-s0",
+    ]
+    assert names == [
+        "data",
+        *(f"train-{r}" for r in runs),
+        *(f"eval-{r}" for r in runs),
+        "trivial",
+        "summarize",
+        "report",
+    ]
+    # every job's inputs are the data or outputs of jobs before it: the order is a valid DAG
+    made: set[str] = set()
+    for job in plan.jobs:
+        assert set(job.deps) <= made, job.name
+        made.update(job.outs + job.results)
+    pag = plan.job("train-pag-0.5-s0")
+    assert pag.cmd == (
+        "pag train --profile params/tiny.yaml --run pag-0.5-s0 --out runs/tiny/pag-0.5-s0 "
+        "--init-from runs/tiny/dense-s0/checkpoints/final.pt --replace-stale"
+    )
+    assert pag.deps == ("data/tiny/synthetic", "runs/tiny/dense-s0/checkpoints/final.pt")
+    assert plan.job("eval-pag-0.5-s0").results == ("results/tiny/runs/pag-0.5-s0/metrics.json",)
+    assert plan.job("data").cmd == (
+        "pag data synth --out data/tiny/synthetic --num 40 --seed 0 --height 48 --width 64 "
+        "--workers 1"
+    )
+
+
+def test_seeds_multiply_runs_and_each_fine_tune_starts_from_its_seeds_baseline(tmp_path):
+    raw = tiny_raw()
+    raw["seeds"] = [3, 7]
+    plan = plan_of(tmp_path, raw)
+    assert len(plan.runs()) == 14
+    job = plan.job("train-truncation-6-s7")
+    assert "runs/tiny/dense-s7/checkpoints/final.pt" in job.deps
+    assert job.values["seed"] == 7 and job.values["budget"] == 6
+
+
+def test_run_params_validate_and_ignore_other_methods_model_keys(tmp_path):
+    plan = load_plan("tiny")
+    for run in sweep(plan.profile):
+        params = validate_run_params(run_params(plan.profile, run), "plan", check_files=False)
+        assert params.method == run.method and params.seed == run.seed
+        assert params.experiment == "tiny" and params.data_root == "data/tiny"
+    raw = tiny_raw()
+    raw["model"]["gate_mode"] = "residual"
+    raw["model"]["dilations"] = [2, 4, 6]
+    changed = plan_of(tmp_path, raw)
+    differing = {
+        job.name
+        for job, other in zip(plan.jobs, changed.jobs, strict=True)
+        if job.values != other.values or job.params != other.params
+    }
+    assert differing == {"train-pag-0.5-s0", "train-mp_pag-s0", "train-multipool_avg-s0"}
+
+
+def test_changing_one_methods_budgets_touches_only_its_jobs(tmp_path):
+    before = {job.name: job for job in load_plan("tiny").jobs}
+    raw = tiny_raw()
+    raw["methods"]["pag"] = [0.4]
+    after = {job.name: job for job in plan_of(tmp_path, raw).jobs}
+    assert set(before) - set(after) == {"train-pag-0.5-s0", "eval-pag-0.5-s0"}
+    assert set(after) - set(before) == {"train-pag-0.4-s0", "eval-pag-0.4-s0"}
+    moved = str(tmp_path / "tiny.yaml")
+    for name in set(before) & set(after) - {"summarize", "report"}:
+        old, new = before[name], after[name]
+        assert old.cmd == new.cmd.replace(moved, TINY), name  # the same command
+        assert (old.deps, old.outs, old.params, old.values) == (
+            new.deps,
+            new.outs,
+            new.params,
+            new.values,
+        ), name
+
+
+def test_method_training_overrides_one_methods_schedule(tmp_path):
+    raw = tiny_raw()
+    raw["method_training"] = {"sact": {"lr": 0.5, "epochs": 3}}
+    plan = plan_of(tmp_path, raw)
+    sact = plan.job("train-sact-0.01-s0")
+    assert sact.values["training"]["lr"] == 0.5 and sact.values["training"]["epochs"] == 3
+    assert sact.values["training"]["batch_size"] == raw["finetune"]["batch_size"]
+    assert "method_training.sact" in sact.params
+    pag = plan.job("train-pag-0.5-s0")
+    assert pag.values["training"]["lr"] == raw["finetune"]["lr"]
+    assert "method_training.sact" not in pag.params
+    for bad, message in [
+        ({"sact": {"lr": -1}}, r"method_training.sact: lr: Input should be greater than 0"),
+        ({"sact": {"learning_rate": 1}}, r"method_training.sact: learning_rate: Extra inputs"),
+        ({"dense": {"lr": 1}}, r"method_training.dense: not a fine-tuned method"),
+    ]:
+        raw["method_training"] = bad
+        with pytest.raises(PagError, match=message):
+            plan_of(tmp_path, raw)
+
+
+def test_unknown_run_lists_the_known_ones():
+    profile = load_profile(TINY)
+    assert parse_run(profile, "sact-0.01-s0").budget == 0.01
+    with pytest.raises(PagError, match=r"no run named 'pag-0.3-s0'; its runs are dense-s0, "):
+        parse_run(profile, "pag-0.3-s0")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"methods": {"pag": [0.5]}}, r"methods: dense: \[null\] is required"),
+        ({"methods": {"dense": [None], "pag": [0.5, 0.5]}}, r"pag: budgets repeat"),
+        ({"seeds": [1, 1]}, r"seeds: .*distinct"),
+        ({"seeds": []}, r"seeds: List should have at least 1 item"),
+        ({"pretrained": "imagenet"}, r"pretrained: .*not ResNet-26 at width 0.125"),
+        ({"data": None}, r"data: required for the synthetic dataset"),
+        ({"finetune": {"epochs": 0, "batch_size": 2, "lr": 0.1}}, r"finetune.epochs"),
+        ({"baseline": {"epochs": 1, "batch_size": 2, "lr": 0.1, "lr_decay": 2}}, "lr_decay"),
+        ({"resources": {"threads": 0}}, r"resources.threads"),
+    ],
+)
+def test_invalid_profiles_fail_naming_the_key(tmp_path, change, message):
+    with pytest.raises(PagError, match=message):
+        plan_of(tmp_path, {**tiny_raw(), **change})
+
+
+def test_real_dataset_profile_fetches_and_can_start_from_imagenet(tmp_path):
+    raw = tiny_raw()
+    raw.update(name="real", dataset="nyuv2", pretrained="imagenet")
+    raw["tasks"] = {"semantic": 40, "depth": None, "normals": None}
+    raw["model"] = {"depth": 50, "output_stride": 8}
+    del raw["data"]
+    plan = plan_of(tmp_path, raw, "real")
+    assert plan.job("data").cmd == (
+        "pag data fetch nyuv2 --root data/real --no-progress && "
+        "pag data check nyuv2 --root data/real"
+    )
+    weights = "data/weights/resnet50-0676ba61.pth"
+    assert plan.job("weights").outs == (weights,)
+    assert weights in plan.job("train-dense-s0").deps
+    assert plan.job("train-dense-s0").values["pretrained"] == weights
+    assert "pretrained" not in plan.job("train-pag-0.5-s0").values
+    raw["data"] = {"num": 10}
+    with pytest.raises(PagError, match="data: only the synthetic dataset is rendered"):
+        plan_of(tmp_path, raw, "real")
+
+
+def test_several_gpus_train_under_torchrun(tmp_path):
+    raw = tiny_raw()
+    raw["resources"] = {"device": "cuda", "threads": 4, "gpus": 4}
+    plan = plan_of(tmp_path, raw)
+    train = plan.job("train-sact-0.01-s0")
+    assert train.cmd.startswith("torchrun --standalone --nproc_per_node=4 -m pag train ")
+    assert (train.gpus, train.threads) == (4, 4)
+    evaluation = plan.job("eval-sact-0.01-s0")
+    assert evaluation.gpus == 1 and evaluation.cmd.endswith("--device cuda")
+
+
+def test_profile_name_must_be_its_file_name(tmp_path):
+    raw = tiny_raw()
+    with pytest.raises(PagError, match=r"other\.yaml: name is 'tiny' but must be .* 'other'"):
+        plan_of(tmp_path, raw, "other")
+
+
+def test_every_shipped_profile_expands():
+    for name in ("synthetic", "tiny", "nyuv2", "stanford2d3d", "cityscapes", "bsds500"):
+        plan = load_plan(name)
+        assert plan.job("report").deps == (f"results/{name}/summary.csv",)
+
+
+def test_committed_dvc_yaml_is_what_the_plan_generates():
+    plan = load_plan("synthetic")
+    assert dvcyaml.dvc_yaml_path("synthetic") == "dvc.yaml"
+    assert dvcyaml.is_current(plan), "dvc.yaml is stale: run `pag dvc-yaml`"
+
+
+def test_dvc_yaml_stages_mirror_the_plan(tmp_path):
+    plan = load_plan("tiny")
+    document = yaml.safe_load(dvcyaml.render(plan))
+    stages = document["stages"]
+    assert list(stages) == [job.stage for job in plan.jobs]
+    stage = stages["train-pag-0_5-s0"]
+    job = plan.job("train-pag-0.5-s0")
+    assert stage["cmd"] == job.cmd and stage["wdir"] == "../.."
+    assert stage["deps"] == list(job.deps) and stage["outs"] == list(job.outs)
+    # only keys the profile file has (DVC refuses absent ones): tiny sets no GPUs
+    assert "resources.gpus" in job.params
+    assert stage["params"] == [{TINY: [k for k in job.params if k != "resources.gpus"]}]
+    evaluation = stages["eval-pag-0_5-s0"]
+    assert {"results/tiny/runs/pag-0.5-s0/metrics.json": {"cache": False}} in evaluation["outs"]
+    assert document["metrics"] == ["../../results/tiny/metrics.json"]
+    assert "../../paper_figures/tiny/accuracy_vs_compute.png" in document["plots"]
+
+
+def test_cli_plan_and_dvc_yaml_check(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "pag", "plan", "--profile", "tiny"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    jobs = [json.loads(line) for line in out.stdout.splitlines()]
+    assert jobs[0]["name"] == "data" and jobs[-1]["name"] == "report"
+    check = subprocess.run(
+        [sys.executable, "-m", "pag", "dvc-yaml", "--check"], capture_output=True, text=True
+    )
+    assert check.returncode == 0, check.stderr
+    bad = subprocess.run(
+        [sys.executable, "-m", "pag", "plan", "--profile", str(tmp_path / "none.yaml")],
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 1 and "none.yaml: profile not found" in bad.stderr

@@ -1,0 +1,104 @@
+"""The summary collects every run's evaluation exactly, and refuses to leave one out."""
+
+import csv
+import json
+
+import pytest
+
+from pag.errors import PagError
+from pag.pipeline.plan import load_plan
+from pag.pipeline.summary import SUMMARY_COLUMNS, summarize
+
+
+def fake_evaluation(run, effective):
+    return {
+        "split": "val",
+        "method": run.method,
+        "budget": run.budget,
+        "semantic": {"miou": 0.5, "pixel_acc": 0.75, "iou_per_class": [0.5, 0.5]},
+        "boundary": {"ods": 0.25, "ois": 0.3, "ap": 0.1, "nms": False, "pr_curve": {}},
+        "depth": {"abs_rel": 0.2, "rmse": 0.5, "delta1": 0.6, "num_images": 6},
+        "normals": {"mean": 30.0, "within_11_25": None},
+        "macs": {"dense": 200.0, "effective": effective, "effective_std": 0.0},
+    }
+
+
+@pytest.fixture
+def tiny_results(tmp_path):
+    plan = load_plan("tiny")
+    effective = {}
+    for index, run in enumerate(plan.runs()):
+        effective[run.name] = 100.0 if run.method == "dense" else 50.0 + index
+        path = tmp_path / f"results/tiny/runs/{run.name}/metrics.json"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps(fake_evaluation(run, effective[run.name])))
+    return plan, tmp_path, effective
+
+
+def test_summary_rows_columns_and_values(tiny_results):
+    plan, root, effective = tiny_results
+    paths = summarize(plan, root)
+    assert [p.name for p in paths] == ["summary.csv", "metrics.json", "curves.csv"]
+    rows = list(csv.DictReader((root / "results/tiny/summary.csv").read_text().splitlines()))
+    assert tuple(rows[0]) == SUMMARY_COLUMNS
+    # 7 runs x (2 semantic + 3 boundary + 3 depth + 2 normals) scalar metrics
+    assert len(rows) == 7 * 10
+    pag = {r["metric"]: r for r in rows if r["run"] == "pag-0.5-s0"}
+    assert pag["miou"]["value"] == "0.5" and pag["miou"]["budget"] == "0.5"
+    assert pag["miou"]["seed"] == "0" and pag["miou"]["dataset"] == "synthetic"
+    assert float(pag["rmse"]["effective_macs"]) == effective["pag-0.5-s0"]
+    assert pag["within_11_25"]["value"] == ""  # NaN written as null stays empty
+    assert "num_images" not in pag and "iou_per_class" not in pag and "nms" not in pag
+    dense = [r for r in rows if r["run"] == "dense-s0"]
+    assert {r["budget"] for r in dense} == {""}
+    nested = json.loads((root / "results/tiny/metrics.json").read_text())
+    assert nested["pag-0.5-s0"]["macs_pct"] == pytest.approx(effective["pag-0.5-s0"])
+    assert nested["dense-s0"]["semantic_miou"] == 0.5
+    curves = list(csv.DictReader((root / "results/tiny/curves.csv").read_text().splitlines()))
+    assert [c["run"] for c in curves] == [run.name for run in plan.runs()]
+    assert float(curves[0]["macs_pct"]) == 100.0 and curves[0]["depth_rmse"] == "0.5"
+
+
+def test_a_missing_or_mismatched_evaluation_is_an_error(tiny_results):
+    plan, root, _ = tiny_results
+    path = root / "results/tiny/runs/sact-0.01-s0/metrics.json"
+    data = json.loads(path.read_text())
+    data["budget"] = 0.05
+    path.write_text(json.dumps(data))
+    with pytest.raises(PagError, match=r"sact-0.01-s0/metrics.json: evaluates method 'sact'"):
+        summarize(plan, root)
+    path.unlink()
+    with pytest.raises(PagError, match=r"sact-0.01-s0/metrics.json: no evaluation of run"):
+        summarize(plan, root)
+    assert not (root / "results/tiny/summary.csv").exists()  # nothing half-written
+
+
+def test_trivial_predictors_fit_constants_by_hand():
+    import numpy as np
+    import torch
+
+    from pag.pipeline.trivial import fit, predictions
+
+    def sample(labels, depth, normal):
+        normals = torch.zeros(3, 2, 2)
+        normals[:, 0, :] = torch.tensor(normal)[:, None]  # second row invalid (all zero)
+        return {
+            "semantic": torch.tensor(labels),
+            "depth": torch.tensor(depth),
+            "normals": normals,
+        }
+
+    dataset = [
+        sample([[1, 1], [0, 255]], [[1.0, 0.0], [2.0, 3.0]], [0.0, 0.0, -1.0]),
+        sample([[1, 2], [2, 2]], [[4.0, 0.0], [0.0, 0.0]], [0.0, 1.0, 0.0]),
+    ]
+    tasks = {"semantic": 3, "depth": None, "normals": None, "boundary": None}
+    constants = fit(dataset, tasks)
+    # class counts: 0 -> 1, 1 -> 3, 2 -> 3 (255 ignored): the first most frequent wins
+    assert constants["semantic"] == 1
+    assert constants["depth"] == pytest.approx((1 + 2 + 3 + 4) / 4)  # zeros are invalid
+    expected = np.array([0.0, 2.0, -2.0]) / np.sqrt(8)
+    assert constants["normals"] == pytest.approx(expected.tolist())
+    maps = predictions(constants, 3, 5)
+    assert maps["semantic"].shape == (3, 5) and (maps["semantic"] == 1).all()
+    assert maps["normals"].shape == (3, 3, 5) and maps["boundary"].max() == 0.5

@@ -1,0 +1,36 @@
+# The experiment plan (pag.pipeline.plan) that all rules read: jobs, commands, inputs, values.
+import shutil
+
+from snakemake.utils import validate
+
+from pag.pipeline import dvcyaml
+from pag.pipeline import plan as layout
+from pag.pipeline.plan import load_plan
+
+validate(config, "../schemas/config.schema.yaml")
+
+PLAN = load_plan(config["profile"])
+PROFILE = PLAN.profile
+NAME = PLAN.name
+RESOURCES = PROFILE.resources
+RUN_NAMES = [run.name for run in PLAN.runs()]
+SUMMARY_FILES = PLAN.job("summarize").results
+REPORT_FILES = PLAN.job("report").results
+
+
+def plan_field(kind, field):
+    """A function of a job's wildcards giving `field` of the plan's job (`kind-<run>`)."""
+
+    def lookup(wildcards):
+        name = f"{kind}-{wildcards.run}" if "run" in wildcards.keys() else kind
+        return getattr(PLAN.job(name), field)
+
+    return lookup
+
+
+def sync_dvc():
+    """Record the outputs in dvc.lock, so `dvc status` agrees that everything is up to date."""
+    if shutil.which("dvc") is None:
+        logger.info("dvc is not installed: dvc.lock not updated")
+        return
+    logger.info(dvcyaml.commit(PLAN))

@@ -1,0 +1,53 @@
+# Aggregation and the paper's figures and tables.
+
+
+rule trivial:
+    input:
+        PLAN.job("trivial").deps,
+    output:
+        PLAN.job("trivial").results,
+    log:
+        f"logs/{NAME}/trivial.log",
+    conda:
+        "../envs/pag.yaml"
+    params:
+        cmd=PLAN.job("trivial").cmd,
+    shell:
+        "{params.cmd} > {log} 2>&1"
+
+
+rule summarize:
+    input:
+        PLAN.job("summarize").deps,
+    output:
+        SUMMARY_FILES,
+    log:
+        f"logs/{NAME}/summarize.log",
+    conda:
+        "../envs/pag.yaml"
+    params:
+        cmd=PLAN.job("summarize").cmd,
+    shell:
+        "{params.cmd} > {log} 2>&1"
+
+
+rule report:
+    input:
+        PLAN.job("report").deps,
+    output:
+        [
+            (
+                report(path, category="Figures", caption="../report/figures.rst")
+                if path.endswith(".png")
+                else path
+            )
+            for path in REPORT_FILES
+        ],
+    log:
+        f"logs/{NAME}/report.log",
+    conda:
+        "../envs/pag.yaml"
+    params:
+        cmd=PLAN.job("report").cmd,
+    shell:
+        "{params.cmd} > {log} 2>&1"
