@@ -1,0 +1,13 @@
+"""Sparse execution of gated models: real wall-clock savings from skipped positions.
+
+`SparseExecutor(model)` runs a trained model at inference computing only the positions its
+own decisions activate (PAG in both gating modes, MP-PAG's chosen branch per pixel, SACT's
+running positions, layer skipping's executed blocks), on channels-last rows with every
+BatchNorm folded. Its output equals the model's masked dense eval forward to float rounding.
+`pag.sparse.forcing` forces blob-shaped gate masks on both paths, for benchmarks at fixed
+activity (`benchmarks/sparse_speed.py`).
+"""
+
+from pag.sparse.executor import DEFAULT_DENSE_ABOVE, GATED_METHODS, SparseExecutor
+
+__all__ = ["DEFAULT_DENSE_ABOVE", "GATED_METHODS", "SparseExecutor"]
