@@ -6,11 +6,20 @@ naming the key. The training schedule (`TrainingParams`) is shared with single r
 from __future__ import annotations
 
 import os
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from pag.errors import PagError
 from pag.models.model import METHODS, check_budget
@@ -39,10 +48,50 @@ def known_tasks(tasks: dict[str, int | None]) -> dict[str, int | None]:
     return tasks
 
 
-class ModelParams(BaseModel):
-    """Trunk and method construction (see `pag.models.build_model`)."""
+def _boolean_at(value: Any, path: str = "") -> str | None:
+    """Where `value` holds a boolean (a dotted path, "" for itself), or None."""
+    if isinstance(value, bool):
+        return path
+    if isinstance(value, dict | list | tuple):
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, item in items:
+            found = _boolean_at(item, f"{path}.{key}" if path else str(key))
+            if found is not None:
+                return found
+    return None
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+
+def _checks_itself(annotation: Any) -> bool:
+    """Whether a field's type takes booleans, or is a model that checks its own fields."""
+    if annotation is bool or annotation is Any:
+        return True
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return True
+    return any(_checks_itself(arg) for arg in typing.get_args(annotation))
+
+
+class Params(BaseModel):
+    """Base of every params model: unknown keys, NaN and infinities are errors, and so are
+    booleans where a number or a name is expected (YAML reads `yes`, `on` and `true` as
+    booleans, and pydantic would take them for 1)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_booleans(cls, value: Any, info: ValidationInfo) -> Any:
+        field = cls.model_fields.get(info.field_name or "")
+        if field is None or _checks_itself(field.annotation):
+            return value
+        where = _boolean_at(value)
+        if where is not None:
+            at = f" at {where}" if where else ""
+            raise ValueError(f"a boolean{at} where a number or a name is expected")
+        return value
+
+
+class ModelParams(Params):
+    """Trunk and method construction (see `pag.models.build_model`)."""
 
     depth: Literal[18, 26, 34, 50, 101] = 50
     width_multiplier: float = Field(default=1.0, gt=0, le=4)
@@ -57,10 +106,8 @@ class ModelParams(BaseModel):
         return self.model_dump()
 
 
-class TemperatureSchedule(BaseModel):
+class TemperatureSchedule(Params):
     """`pag.models.gating.temperature_at`'s arguments; the defaults are the authors' schedule."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     start: float = Field(default=1.0, gt=0)
     decay: float = Field(default=0.03, ge=0)
@@ -74,9 +121,7 @@ class TemperatureSchedule(BaseModel):
         return temperature_at(epoch, **self.model_dump())
 
 
-class TrainingParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class TrainingParams(Params):
     epochs: int = Field(ge=1)
     batch_size: int = Field(ge=1)
     optimizer: Literal["sgd", "adam"] = "sgd"
@@ -109,10 +154,8 @@ class TrainingParams(BaseModel):
         return weights
 
 
-class SyntheticData(BaseModel):
+class SyntheticData(Params):
     """How `pag data synth` renders a profile's synthetic scenes (`pag.data.synthetic`)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     num: int = Field(ge=10, description="images; index % 10 == 8 is val, 9 is test")
     seed: int = Field(default=0, ge=0)
@@ -120,18 +163,14 @@ class SyntheticData(BaseModel):
     width: int = Field(default=128, ge=16)
 
 
-class EvaluationParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class EvaluationParams(Params):
     split: str = "val"
     save: int = Field(default=4, ge=0, description="images whose predictions are kept")
 
 
-class ResourceParams(BaseModel):
+class ResourceParams(Params):
     """Where and on what each training job runs. Same values, same numbers: the CPU thread
     count is part of a run's arithmetic, so it is fixed here, not by the scheduler."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     device: Literal["cpu", "cuda", "auto"] = "cpu"
     threads: int = Field(default=1, ge=1, description="CPU threads per job")
@@ -143,12 +182,10 @@ class ResourceParams(BaseModel):
 PRETRAINED = ("imagenet",)
 
 
-class Profile(BaseModel):
+class Profile(Params):
     """An experiment: dataset, tasks, model, the dense baseline's and the fine-tuning schedule,
     every method's budget sweep, seeds, evaluation and resources (`pag.pipeline` expands it
     into jobs)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(pattern=r"^[a-z0-9_]+$")
     dataset: str

@@ -5,6 +5,9 @@ import os
 import pytest
 import torch
 
+# the reliability suite's counters (tests/faults.py): the fixture and the hooks that report them
+from faults import pytest_runtest_logreport, pytest_sessionfinish, tally  # noqa: F401
+
 # `pag train`/`pag evaluate` (also in subprocesses) must not write the project's MLflow store;
 # tests/test_tracking.py exercises tracking against stores of its own
 os.environ["PAG_TRACKING"] = "0"

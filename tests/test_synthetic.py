@@ -219,7 +219,9 @@ def test_check_passes_then_names_a_corrupted_file(data_root, tmp_path):
     target.write_bytes(target.read_bytes()[:100])  # truncated
     report = CheckReport("synthetic", copy)
     SyntheticScenes.check(copy, report)
-    assert len(report.problems) == 1 and "000001_normals.png: sha256" in report.problems[0]
+    # the checksum, then what decoding it says
+    assert len(report.problems) == 2 and "000001_normals.png: sha256" in report.problems[0]
+    assert "000001_normals.png: cannot decode image (truncated" in report.problems[1]
 
 
 def test_truncated_file_gives_an_error_naming_it(tmp_path):

@@ -93,6 +93,19 @@ class DenseDataset(torch.utils.data.Dataset):
     def load(self, index: int) -> Sample:
         raise NotImplementedError
 
+    def files(self, index: int) -> dict[str, Path]:
+        """The file each key of sample `index` is read from, where the dataset keeps one file
+        per key (errors name it); empty otherwise (errors name the sample id)."""
+        return {}
+
+    def validated(self, index: int, num_classes: int | None = None) -> Sample:
+        """Sample `index`, untransformed, checked against the sample contract (labels in
+        0..num_classes-1 or ignore): what training and `check` read, so that nothing trains
+        on a sample that is silently broken. A failure is a DataError naming the file."""
+        sample = self.load(index)
+        validate_sample(sample, num_classes=num_classes, files=self.files(index))
+        return sample
+
     def __len__(self) -> int:
         raise NotImplementedError
 
@@ -121,7 +134,7 @@ class DenseDataset(torch.utils.data.Dataset):
                 continue
             for index in range(len(dataset)):
                 try:
-                    validate_sample(dataset.load(index), num_classes=dataset.num_classes or None)
+                    dataset.validated(index, num_classes=dataset.num_classes or None)
                 except PagError as exc:
                     report.add(f"{split}[{index}]: {exc}")
                 report.checked += 1

@@ -96,14 +96,22 @@ _EXPECTED = {
 }
 
 
-def validate_sample(sample: dict[str, Any], num_classes: int | None = None) -> None:
-    """Check a sample against the contract above; raise `DataError` naming the key at fault."""
-    sid = sample.get("id", "<no id>")
+def validate_sample(
+    sample: dict[str, Any], num_classes: int | None = None, files: dict[str, Any] | None = None
+) -> None:
+    """Check a sample against the contract above; raise `DataError` naming the key at fault,
+    and the file it was read from when `files` ({key: path}) says."""
+    sample_id = sample.get("id", "<no id>")
+    files = files or {}
+
+    def where(key: str) -> str:
+        return f"{files[key]} ({sample_id})" if key in files else str(sample_id)
+
     if "image" not in sample:
-        raise DataError(f"{sid}: sample has no 'image'")
+        raise DataError(f"{sample_id}: sample has no 'image'")
     unknown = set(sample) - {*SPATIAL_KEYS, "intrinsics", "id"}
     if unknown:
-        raise DataError(f"{sid}: unknown sample keys {sorted(unknown)}")
+        raise DataError(f"{sample_id}: unknown sample keys {sorted(unknown)}")
     height, width = sample["image"].shape[-2:]
     for key, (dtype, ndim) in _EXPECTED.items():
         if key not in sample:
@@ -111,35 +119,38 @@ def validate_sample(sample: dict[str, Any], num_classes: int | None = None) -> N
         value = sample[key]
         if not isinstance(value, torch.Tensor) or value.dtype != dtype or value.ndim != ndim:
             got = f"{getattr(value, 'dtype', type(value))} with {getattr(value, 'ndim', '?')} dims"
-            raise DataError(f"{sid}: '{key}' must be {dtype} with {ndim} dims, got {got}")
+            raise DataError(f"{where(key)}: '{key}' must be {dtype} with {ndim} dims, got {got}")
         if tuple(value.shape[-2:]) != (height, width):
             raise DataError(
-                f"{sid}: '{key}' is {tuple(value.shape[-2:])}, image is {(height, width)}"
+                f"{where(key)}: '{key}' is {tuple(value.shape[-2:])}, image is {(height, width)}"
             )
     if sample["image"].shape[0] != 3:
-        raise DataError(f"{sid}: 'image' must have 3 channels, got {sample['image'].shape[0]}")
+        raise DataError(
+            f"{where('image')}: 'image' must have 3 channels, got {sample['image'].shape[0]}"
+        )
     if "normals" in sample:
         n = sample["normals"]
         if n.shape[0] != 3:
-            raise DataError(f"{sid}: 'normals' must have 3 channels, got {n.shape[0]}")
+            raise DataError(f"{where('normals')}: 'normals' must have 3 channels, got {n.shape[0]}")
         norm = n.norm(dim=0)
         valid = norm > 0
         if valid.any() and not torch.allclose(norm[valid], torch.ones(()), atol=1e-3):
-            raise DataError(f"{sid}: 'normals' are not unit vectors where valid")
+            raise DataError(f"{where('normals')}: 'normals' are not unit vectors where valid")
     if "depth" in sample:
         d = sample["depth"]
         if not torch.isfinite(d).all() or (d < 0).any():
-            raise DataError(f"{sid}: 'depth' must be finite and >= 0 (0 = invalid)")
+            raise DataError(f"{where('depth')}: 'depth' must be finite and >= 0 (0 = invalid)")
     if "semantic" in sample and num_classes is not None:
         s = sample["semantic"]
         bad = (s != IGNORE_INDEX) & ((s < 0) | (s >= num_classes))
         if bad.any():
+            labels = sorted(set(s[bad].tolist()))[:5]
             raise DataError(
-                f"{sid}: 'semantic' has labels {sorted(set(s[bad].tolist()))[:5]} outside "
+                f"{where('semantic')}: 'semantic' has labels {labels} outside "
                 f"0..{num_classes - 1} and != {IGNORE_INDEX}"
             )
     if "intrinsics" in sample and tuple(sample["intrinsics"].shape) != (3, 3):
-        raise DataError(f"{sid}: 'intrinsics' must be 3 x 3")
+        raise DataError(f"{where('intrinsics')}: 'intrinsics' must be 3 x 3")
 
 
 def collate_samples(batch: list[Sample]) -> dict[str, Any]:

@@ -9,7 +9,6 @@ dict of those, so the safe `weights_only` unpickler reads it. `final.pt` holds o
 
 from __future__ import annotations
 
-import contextlib
 import os
 import random
 from pathlib import Path
@@ -19,7 +18,7 @@ import numpy as np
 import torch
 
 from pag.errors import PagError
-from pag.fileio import atomic_write
+from pag.fileio import atomic_write, remove_temporaries
 
 FORMAT = 1
 LAST = "last.pt"
@@ -61,11 +60,8 @@ def model_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 def remove_stale_temporaries(run_dir: str | os.PathLike) -> None:
     """Temporary files a killed writer left behind (the complete files are never touched)."""
-    folder = checkpoint_dir(run_dir)
-    if folder.is_dir():
-        for tmp in folder.glob(".*.tmp"):
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
+    for name in (LAST, FINAL):
+        remove_temporaries(checkpoint_dir(run_dir) / name)
 
 
 # -- random generator states -------------------------------------------------------------------

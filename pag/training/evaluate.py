@@ -54,6 +54,7 @@ unknown split is a `PagError`.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import math
@@ -67,7 +68,7 @@ import torch
 from pag.data import get_dataset
 from pag.data.transforms import Normalize
 from pag.errors import PagError
-from pag.fileio import atomic_write, write_json_atomic
+from pag.fileio import atomic_write, remove_temporaries, write_json_atomic
 from pag.flops import measure_macs
 from pag.metrics import (
     NYU_MAX_DEPTH,
@@ -336,23 +337,33 @@ def evaluate(
     result = json_safe(result)
     json.dumps(result, allow_nan=False)  # valid JSON, or fail before writing
 
-    # metrics.json marks completion: it is written last, and samples.npz appears or goes with it
-    # (no samples of another checkpoint beside new metrics, none without metrics)
-    previous = samples_path.read_bytes() if samples_path.is_file() else None
-    if saved_ids:
-        buffer = io.BytesIO()
-        np.savez_compressed(buffer, ids=np.array(saved_ids, dtype=str), **saved)
-        with atomic_write(samples_path, "wb") as handle:
-            handle.write(buffer.getvalue())
-    else:
-        samples_path.unlink(missing_ok=True)
+    _write_outputs(metrics_path, samples_path, result, saved_ids, saved)
+    return result
+
+
+def _write_outputs(metrics_path: Path, samples_path: Path, result, saved_ids, saved) -> None:
+    """metrics.json marks completion: it goes first and is written last, so a process killed
+    in between leaves no metrics.json, never one beside samples of another checkpoint. A
+    failed write (a full disk) puts both previous files back."""
+    for path in (metrics_path, samples_path):
+        remove_temporaries(path)  # left by an evaluation killed while writing
+    previous = {p: p.read_bytes() for p in (metrics_path, samples_path) if p.is_file()}
     try:
+        metrics_path.unlink(missing_ok=True)
+        if saved_ids:
+            buffer = io.BytesIO()
+            np.savez_compressed(buffer, ids=np.array(saved_ids, dtype=str), **saved)
+            with atomic_write(samples_path, "wb") as handle:
+                handle.write(buffer.getvalue())
+        else:
+            samples_path.unlink(missing_ok=True)
         write_json_atomic(metrics_path, result)
     except BaseException:
-        if previous is None:
-            samples_path.unlink(missing_ok=True)
-        else:
-            with atomic_write(samples_path, "wb") as handle:
-                handle.write(previous)
+        for path in (samples_path, metrics_path):
+            with contextlib.suppress(OSError):  # the disk may still be full: best effort
+                if path in previous:
+                    with atomic_write(path, "wb") as handle:
+                        handle.write(previous[path])
+                else:
+                    path.unlink(missing_ok=True)
         raise
-    return result

@@ -39,7 +39,7 @@ from torch.utils.data import DataLoader, Dataset
 from pag.data import collate_samples, get_dataset
 from pag.data.transforms import Normalize, RandomCrop, RandomHorizontalFlip
 from pag.errors import PagError
-from pag.fileio import atomic_write, write_json_atomic
+from pag.fileio import atomic_write, remove_temporaries, write_json_atomic
 from pag.models.losses import task_losses
 from pag.training import checkpoint, distributed
 from pag.training.distributed import World
@@ -85,10 +85,13 @@ def epoch_batches(num_samples: int, batch_size: int, seed: int, epoch: int) -> l
 class AugmentedSplit(Dataset):
     """Training samples of one epoch: a random crop to `size` and a random horizontal flip,
     each sample with its own generator seeded from (seed, epoch, index), then normalisation.
-    Only the image and the run's targets are kept."""
+    Only the image and the run's targets are kept. Every sample is checked against the
+    sample contract first (labels within the run's classes), so a broken file stops the run
+    with a DataError naming it."""
 
     def __init__(self, base, size: tuple[int, int], tasks, seed: int, epoch: int):
         self.base, self.size, self.keys = base, tuple(size), ("image", *tasks)
+        self.num_classes = tasks.get("semantic")
         self.seed, self.epoch = seed, epoch
         self.normalize = Normalize()
 
@@ -99,7 +102,7 @@ class AugmentedSplit(Dataset):
         generator = torch.Generator().manual_seed(
             derived_seed(self.seed, _AUGMENT, self.epoch, index)
         )
-        sample = self.base[index]
+        sample = self.base.validated(index, self.num_classes)
         sample = {k: sample[k] for k in self.keys}  # type: ignore[literal-required]
         sample = RandomCrop(self.size, generator=generator)(sample)  # type: ignore[arg-type]
         sample = RandomHorizontalFlip(generator=generator)(sample)
@@ -291,6 +294,18 @@ def _check_finite(step: int, values: dict[str, float]) -> None:
             raise PagError(f"step {step}: loss term '{name}' is {kind}")
 
 
+def _check_finite_weights(model: torch.nn.Module, step: int, path: Path) -> None:
+    """Weights (or BatchNorm statistics) can turn NaN or Inf while the loss is still finite,
+    after an overflowing gradient: such a state is never saved over the last good one. Every
+    rank holds the same weights, so every rank stops here."""
+    for name, value in model.state_dict().items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise PagError(
+                f"step {step}: '{name}' is not finite after the optimizer step; nothing was "
+                f"saved over {path}, which holds the last good state"
+            )
+
+
 def train(
     params: RunParams,
     run_dir: str | os.PathLike,
@@ -395,6 +410,8 @@ def _train_in_group(
         if not resuming_dir:
             write_params(run_dir, params)
         checkpoint.remove_stale_temporaries(run_dir)
+        for name in (PARAMS_FILE, METRICS_FILE):
+            remove_temporaries(run_dir / name)
     else:
         stream, tty = open(os.devnull, "w"), False  # noqa: SIM115  (closed below)
     progress = Progress(t.epochs, steps_per_epoch, t.log_every, stream=stream, tty=tty)
@@ -450,6 +467,7 @@ def save_last(
 ) -> None:
     """Write `last.pt` (collective under torchrun: every rank calls it, rank 0 writes)."""
     world = world or World()
+    _check_finite_weights(model, state.step, Path(path))
     rng = checkpoint.rng_states()
     every_rng = distributed.gather_objects(rng, world)
     if not world.main:

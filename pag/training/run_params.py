@@ -15,8 +15,6 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
     ValidationInfo,
@@ -28,6 +26,7 @@ from pag.errors import PagError
 from pag.models.model import METHODS, check_budget
 from pag.params import (  # noqa: F401  (TrainingParams, TemperatureSchedule: re-exported)
     ModelParams,
+    Params,
     TemperatureSchedule,
     TrainingParams,
     known_dataset,
@@ -40,10 +39,8 @@ from pag.params import (  # noqa: F401  (TrainingParams, TemperatureSchedule: re
 LOCATION_KEYS = ("data_root", "init_from", "pretrained", "experiment")
 
 
-class RunParams(BaseModel):
+class RunParams(Params):
     """One training run. `init_from` paths are made absolute when validated."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     experiment: str | None = Field(

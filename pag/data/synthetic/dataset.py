@@ -8,12 +8,14 @@ from pathlib import Path
 import numpy as np
 
 from pag.data.base import CheckReport, DenseDataset, FetchSpec, Transform, register
-from pag.data.codecs import decode_depth, decode_normals, read_image, require_same_size
+from pag.data.codecs import decode_depth, decode_normals, read_image
 from pag.data.sample import Sample, make_sample
 from pag.data.synthetic.scene import CLASSES
 from pag.data.synthetic.writer import MODALITIES, SPLITS, load_manifest, split_counts
 from pag.errors import DataError
 from pag.fileio import file_digest
+
+_SAMPLE_KEY = {"rgb": "image"}  # the sample key of each modality whose name differs
 
 
 @register
@@ -41,6 +43,7 @@ class SyntheticScenes(DenseDataset):
                 f"{self.root / 'manifest.json'}: classes {self.manifest['classes']} differ from "
                 f"this version's {list(CLASSES)}; regenerate the dataset"
             )
+        self.size = (int(self.manifest["params"]["height"]), int(self.manifest["params"]["width"]))
         self.entries = [e for e in self.manifest["images"] if e["split"] == split]
         if not self.entries:
             raise DataError(f"{self.root / 'manifest.json'}: split '{split}' has no images")
@@ -50,6 +53,9 @@ class SyntheticScenes(DenseDataset):
 
     def path(self, index: int, modality: str) -> Path:
         return self.root / self.entries[index]["files"][modality]["path"]
+
+    def files(self, index: int) -> dict[str, Path]:
+        return {_SAMPLE_KEY.get(m, m): self.path(index, m) for m in MODALITIES}
 
     def load(self, index: int) -> Sample:
         entry = self.entries[index]
@@ -61,9 +67,14 @@ class SyntheticScenes(DenseDataset):
         semantic = read_image(self.path(index, "semantic"), mode="L")
         instance = read_image(self.path(index, "instance"), mode="I;16")
         boundary = read_image(self.path(index, "boundary"), mode="L") > 127
-        targets = zip(MODALITIES[1:], (depth, normals, semantic, instance, boundary), strict=True)
-        sizes = {self.path(index, m): a.shape[:2] for m, a in targets}
-        require_same_size(self.path(index, "rgb"), rgb.shape[:2], sizes)
+        arrays = (rgb, depth, normals, semantic, instance, boundary)
+        for modality, array in zip(MODALITIES, arrays, strict=True):
+            if array.shape[:2] != self.size:  # names the file at fault, the image included
+                height, width = array.shape[:2]
+                raise DataError(
+                    f"{self.path(index, modality)}: is {height} x {width}, but the manifest's "
+                    f"images are {self.size[0]} x {self.size[1]}"
+                )
         return make_sample(
             f"{self.split}/{entry['id']}",
             rgb,
@@ -93,6 +104,7 @@ class SyntheticScenes(DenseDataset):
                     report.add(
                         f"{path}: sha256 {digest} differs from the manifest's {info['sha256']}"
                     )
-        if report.ok:  # small sets may lack a split: check the ones generated
-            splits = [split for split, count in split_counts(manifest).items() if count]
-            cls.check_samples(root, report, splits)
+        # decoded too when a checksum differs, so that the problem itself is named; small
+        # sets may lack a split: check the ones generated
+        splits = [split for split, count in split_counts(manifest).items() if count]
+        cls.check_samples(root, report, splits)
