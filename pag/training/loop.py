@@ -530,6 +530,19 @@ def _train_step(
     return named
 
 
+def _batches(loader: DataLoader) -> Iterator[dict]:
+    """The loader's batches. A PagError raised in a DataLoader worker arrives with the worker's
+    traceback in its message: it is raised again with its own message alone (one CLI line)."""
+    try:
+        yield from loader
+    except PagError as exc:
+        text = str(exc)
+        marker = f"\n{type(exc).__module__}.{type(exc).__qualname__}: "
+        if not text.startswith("Caught ") or marker not in text:
+            raise
+        raise type(exc)(text.rpartition(marker)[2].strip()) from None
+
+
 def _run_epochs(
     params, net, model, optimizer, scheduler, dataset, state, device, progress, saver, world
 ):
@@ -554,7 +567,7 @@ def _run_epochs(
         net.train()
         progress.start_epoch(epoch, state.position)
         started = time.perf_counter()
-        for batch in loader:
+        for batch in _batches(loader):
             step = state.step + 1
             values = _train_step(
                 net, model, optimizer, batch, weights, t.budget_weight, device, step, world
