@@ -47,6 +47,13 @@ from pag.cli_data import data_root_option
     show_default=True,
     help="Where to run the model.",
 )
+@click.option(
+    "--sparse",
+    is_flag=True,
+    help="Predict with the sparse executor (pag.sparse), which computes only the positions "
+    "the model's gates activate, and add per-image latency of the dense forward and the "
+    "executor to metrics.json.",
+)
 def evaluate(
     run_dir: Path,
     split: str,
@@ -55,6 +62,7 @@ def evaluate(
     root: Path | None,
     save: int,
     device: str,
+    sparse: bool,
 ) -> None:
     """Evaluate RUN_DIR/checkpoints/final.pt on a split at full image size: every task's
     metrics, dense and effective MACs per image, per-layer activity, written to
@@ -63,7 +71,14 @@ def evaluate(
     from pag.training.evaluate import evaluate as evaluate_run
 
     metrics = evaluate_run(
-        run_dir, split, out=out, data_root=root, save=save, device=device, samples=samples
+        run_dir,
+        split,
+        out=out,
+        data_root=root,
+        save=save,
+        device=device,
+        samples=samples,
+        sparse=sparse,
     )
     from pag.tracking import track_job  # MLflow mirrors the finished job; it cannot fail it
     from pag.training.evaluate import eval_dir, load_run
@@ -73,7 +88,6 @@ def evaluate(
     track_job(
         run_dir, "evaluate", experiment=params.experiment or params.name, metrics_file=metrics_file
     )
-    summary = {
-        k: metrics[k] for k in ("split", "num_images", "method", "budget", "macs", "activity")
-    }
+    keys = ("split", "num_images", "method", "budget", "macs", "activity", "latency")
+    summary = {k: metrics[k] for k in keys if k in metrics}
     click.echo(json.dumps({"run": str(run_dir), **summary}))

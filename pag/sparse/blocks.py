@@ -61,7 +61,8 @@ class BlockExecutor:
     def __init__(self, name: str, block: nn.Module, ctx: Context):
         if not isinstance(block, BasicBlock | Bottleneck):
             raise PagError(
-                f"{name}: the sparse executor runs BasicBlock and Bottleneck blocks, got {type(block).__name__}"
+                f"{name}: the sparse executor runs BasicBlock and Bottleneck blocks, "
+                f"got {type(block).__name__}"
             )
         self.name = name
         self.ctx = ctx

@@ -16,7 +16,8 @@ compute), so predictions, effective MACs and layer activity come from the same p
      "normals": {"mean", "median", "rmse", "within_11_25", ...},       # normal_metrics
      "boundary": {"ods", "ois", "ap", "nms", "pr_curve": {...}},       # boundary_metrics
      "macs": {"dense", "effective", "effective_std", "unit": "MACs per image"},
-     "activity": {"layer1.0": 0.83, ...}}
+     "activity": {"layer1.0": 0.83, ...},
+     "latency": {...}}                                                  # with sparse=True only
 
 Only the run's tasks appear. Semantic: argmax of the logits, `num_classes` from the params,
 label 255 ignored. Depth: predicted metres against ground-truth metres where gt > 0
@@ -47,6 +48,15 @@ Spatial arrays are channel-last at the input size unless said otherwise:
 * ``<id>/multipool/<block>``: uint8 h x w, the MultiPool branch chosen per pixel (block
   resolution; index into `pag.models.multipool.branch_names`: dilations, original, skip).
 
+With `sparse=True` (`pag evaluate --sparse`) the predictions, metrics and saved maps come from
+`pag.sparse.SparseExecutor`, which computes only the positions the model's decisions
+activate (MACs and activity still come from the measured dense forward), and `latency`
+holds wall-clock milliseconds per image of the model's own eval forward and of the
+executor, timed interleaved after one warm-up of each on the first image:
+``{"dense_ms", "sparse_ms"`` (means), ``"dense_ms_median", "sparse_ms_median", "speedup"``
+(of the medians), ``"threads", "device", "max_rel_diff": {task: max |sparse - dense| /
+max |dense|}}``. A method without decisions (dense, truncation, multipool_avg) is an error.
+
 Ground truth is not copied: read it from the dataset by id. Nothing is written unless the
 whole evaluation succeeds; a missing run directory, an unfinished run (no `final.pt`) or an
 unknown split is a `PagError`.
@@ -59,6 +69,7 @@ import io
 import json
 import math
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -232,6 +243,60 @@ def _saved_arrays(
     return out
 
 
+class LatencyTimer:
+    """`evaluate(sparse=True)`: per image, the model's eval forward and the sparse
+    executor's, timed interleaved; the executor's output replaces the dense one."""
+
+    def __init__(self, model: torch.nn.Module, device: torch.device):
+        from pag.sparse import SparseExecutor
+
+        self.model, self.device = model, device
+        self.executor = SparseExecutor(model)
+        self.dense_ms: list[float] = []
+        self.sparse_ms: list[float] = []
+        self.max_rel_diff: dict[str, float] = {}
+        self.warm = False
+
+    def _timed(self, fn, x: torch.Tensor) -> tuple[float, Any]:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        start = time.perf_counter()
+        out = fn(x)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return (time.perf_counter() - start) * 1e3, out
+
+    def run(self, x: torch.Tensor, measured: dict) -> dict:
+        with torch.no_grad():
+            if not self.warm:
+                self.model(x)
+                self.executor(x)
+                self.warm = True
+            dense_ms, _ = self._timed(self.model, x)
+            sparse_ms, output = self._timed(self.executor, x)
+        self.dense_ms.append(dense_ms)
+        self.sparse_ms.append(sparse_ms)
+        for task, reference in measured["pred"].items():
+            scale = float(reference.abs().max()) or 1.0
+            diff = float((output["pred"][task] - reference).abs().max()) / scale
+            self.max_rel_diff[task] = max(self.max_rel_diff.get(task, 0.0), diff)
+        return output
+
+    def summary(self) -> dict[str, Any]:
+        dense_median = float(np.median(self.dense_ms))
+        sparse_median = float(np.median(self.sparse_ms))
+        return {
+            "dense_ms": float(np.mean(self.dense_ms)),
+            "sparse_ms": float(np.mean(self.sparse_ms)),
+            "dense_ms_median": dense_median,
+            "sparse_ms_median": sparse_median,
+            "speedup": dense_median / sparse_median,
+            "threads": torch.get_num_threads(),
+            "device": str(self.device),
+            "max_rel_diff": dict(self.max_rel_diff),
+        }
+
+
 # -- the evaluation --------------------------------------------------------------------------------
 
 
@@ -257,14 +322,16 @@ def evaluate(
     save: int = 4,
     device: str = "cpu",
     samples: str | os.PathLike | None = None,
+    sparse: bool = False,
 ) -> dict[str, Any]:
     """Evaluate `run_dir`'s final weights on `split`; write and return the metrics.
 
     `out` is the metrics file (default `RUN_DIR/eval_<split>/metrics.json`); the first `save`
     images' predictions and maps go to `samples` (default `RUN_DIR/eval_<split>/samples.npz`;
     none if 0).
-    `data_root` overrides the params' data root. Everything is checked, and the whole split
-    evaluated, before anything is written."""
+    `data_root` overrides the params' data root. `sparse`: predict with the sparse executor
+    and time it against the dense forward (see the module docstring). Everything is checked,
+    and the whole split evaluated, before anything is written."""
     if save < 0:
         raise PagError(f"save must be >= 0 images, got {save}")
     run_dir = Path(run_dir)
@@ -279,6 +346,7 @@ def evaluate(
     with compute_settings(resolve_threads(params.threads), torch_device):
         seed_everything(params.seed)
         model = load_model(params, final, torch_device)
+        timer = LatencyTimer(model, torch_device) if sparse else None
         blocks = controlled_blocks(model, params.method)
         tasks = TaskMetrics(params.tasks, params.dataset)
         dense, effective = [], []
@@ -300,6 +368,8 @@ def evaluate(
                 report = measure_macs(model, x, strict=tuple(x.shape) not in checked)
                 checked.add(tuple(x.shape))
                 output = captured[-1]
+                if timer is not None:
+                    output = timer.run(x, output)
                 dense.append(report.dense)
                 effective.append(float(report.effective[0]))
                 for block in blocks:
@@ -334,6 +404,8 @@ def evaluate(
         },
         "activity": {b: computed[b] / possible[b] for b in blocks if possible[b] > 0},
     }
+    if timer is not None:
+        result["latency"] = timer.summary()
     result = json_safe(result)
     json.dumps(result, allow_nan=False)  # valid JSON, or fail before writing
 

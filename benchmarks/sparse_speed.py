@@ -1,0 +1,214 @@
+"""Sparse execution speed: the model's dense PyTorch forward versus `pag.sparse.SparseExecutor`.
+
+For each trunk (the synthetic default: ResNet-26 at width 0.25, output stride 8, on 96 x 128
+images; ResNet-50 at output stride 8 on 512 x 512), each PAG gating mode and each activity
+rate, every gated block is forced to a blob-shaped random mask with exactly that fraction
+of active pixels (`pag.sparse.forcing`; the weights are freshly initialised, BatchNorm
+statistics warmed on random inputs, so there are no trained masks), on both paths alike.
+Timed is the trunk (`model.features` against `SparseExecutor.features`), batch 1, with
+the threads available; the heads are dense in every method and left out. Repetitions of
+the three paths are interleaved and medians taken, so that other load on the machine
+affects all alike:
+
+* `dense_ms`: the model's own eval forward (masked dense: every conv runs everywhere);
+* `sparse_ms`: the executor, computing only active positions;
+* `engine_dense_ms`: the executor with every layer run dense (its kernels and BatchNorm
+  folding without the sparsity), to separate the two effects.
+
+`ideal_speedup` = dense / effective MACs of the trunk as `pag.flops` counts them for those
+masks; `measured_speedup` = dense_ms / sparse_ms; `fraction_of_ideal` = their ratio;
+`saving_fraction_of_ideal` = (1 - sparse_ms / dense_ms) / (1 - effective / dense), the
+share of the ideal time saving realised (undefined at 100 %). Goal (issue 8): at rates of
+70 % and below, measured >= 0.7 x ideal; at 100 %, at most 5 % slower than dense.
+
+One JSON line per configuration after a header line (machine, threads, torch). Defaults take
+about 5 minutes on 2 cores.
+
+Run: python benchmarks/sparse_speed.py [--trunks synthetic resnet50] [--modes conv3x3 residual]
+     [--rates 1 0.9 0.7 0.5 0.3] [--repeats 15 2] [--dense-above 0.9] [--full-model]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+
+import torch
+
+from pag.flops import measure_macs
+from pag.models import build_model
+from pag.sparse import DEFAULT_DENSE_ABOVE, SparseExecutor
+from pag.sparse.forcing import blob_masks, force_gates
+
+TRUNKS = {
+    "synthetic": {
+        "model": {"depth": 26, "width_multiplier": 0.25, "output_stride": 8, "head_hidden": 32},
+        "tasks": {"semantic": 10, "boundary": None, "depth": None, "normals": None},
+        "size": (96, 128),
+    },
+    "resnet50": {
+        "model": {"depth": 50, "width_multiplier": 1.0, "output_stride": 8, "head_hidden": 256},
+        "tasks": {"semantic": 40},
+        "size": (512, 512),
+    },
+}
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def warm_batchnorm(model: torch.nn.Module, size: tuple[int, int], seed: int = 0) -> None:
+    """Non-trivial BatchNorm statistics (two training-mode forwards on random images at a
+    quarter of the size), so that folding them is exercised as with a trained model."""
+    g = torch.Generator().manual_seed(seed)
+    model.train()
+    with torch.no_grad():
+        for _ in range(2):
+            model(torch.randn(2, 3, size[0] // 2, size[1] // 2, generator=g))
+    model.eval()
+
+
+def timed(fn) -> tuple[float, torch.Tensor]:
+    start = time.perf_counter()
+    out = fn()
+    return (time.perf_counter() - start) * 1e3, out
+
+
+def trunk_macs(model, x) -> tuple[float, float]:
+    report = measure_macs(model, x, strict=False)
+    dense = sum(m.dense for k, m in report.modules.items() if k.startswith("trunk."))
+    effective = sum(
+        float(m.effective[0]) for k, m in report.modules.items() if k.startswith("trunk.")
+    )
+    return dense, effective
+
+
+def full_macs(model, x) -> tuple[float, float]:
+    report = measure_macs(model, x, strict=False)
+    return report.dense, float(report.effective[0])
+
+
+def benchmark_trunk(name: str, mode: str, args) -> None:
+    spec = TRUNKS[name]
+    torch.manual_seed(0)
+    model = build_model("pag", 0.5, tasks=spec["tasks"], gate_mode=mode, **spec["model"])
+    warm_batchnorm(model, spec["size"])
+    x = torch.randn(1, 3, *spec["size"], generator=torch.Generator().manual_seed(1))
+    sparse = SparseExecutor(model, dense_above=args.dense_above)
+    engine_dense = SparseExecutor(model, dense_above=1e-9)
+    repeats = args.repeats[0] if name == "synthetic" else args.repeats[-1]
+    if args.full_model:
+        paths = {
+            "dense": lambda: model(x)["pred"],
+            "sparse": lambda: sparse(x)["pred"],
+            "engine_dense": lambda: engine_dense(x)["pred"],
+        }
+        count = full_macs
+    else:
+        paths = {
+            "dense": lambda: model.features(x),
+            "sparse": lambda: sparse.features(x),
+            "engine_dense": lambda: engine_dense.features(x),
+        }
+        count = trunk_macs
+    warmed = False
+    for rate in args.rates:
+        masks = blob_masks(model, x, rate, seed=2)
+        sparse.forced = engine_dense.forced = masks
+        with force_gates(model, masks), torch.no_grad():
+            dense_macs, effective_macs = count(model, x)
+            if not warmed:  # tables, packed weights, allocator: once per model
+                for fn in paths.values():
+                    fn()
+                warmed = True
+            times: dict[str, list[float]] = {key: [] for key in paths}
+            outputs = {}
+            for _ in range(repeats):
+                for key, fn in paths.items():
+                    ms, outputs[key] = timed(fn)
+                    times[key].append(ms)
+        median = {key: statistics.median(values) for key, values in times.items()}
+        ideal = dense_macs / effective_macs
+        measured = median["dense"] / median["sparse"]
+        ideal_saving = 1 - effective_macs / dense_macs
+        row = {
+            "trunk": name,
+            "gate_mode": mode,
+            "input": list(spec["size"]),
+            "rate": rate,
+            "timed": "model" if args.full_model else "trunk",
+            "dense_macs": dense_macs,
+            "effective_macs": effective_macs,
+            "ideal_speedup": round(ideal, 4),
+            "dense_ms": round(median["dense"], 3),
+            "sparse_ms": round(median["sparse"], 3),
+            "engine_dense_ms": round(median["engine_dense"], 3),
+            "measured_speedup": round(measured, 4),
+            "fraction_of_ideal": round(measured / ideal, 4),
+            "saving_fraction_of_ideal": (
+                round((1 - median["sparse"] / median["dense"]) / ideal_saving, 4)
+                if ideal_saving > 1e-9
+                else None
+            ),
+            "speedup_vs_engine_dense": round(median["engine_dense"] / median["sparse"], 4),
+            "max_rel_diff": max_rel_diff(outputs["sparse"], outputs["dense"]),
+            "repeats": repeats,
+        }
+        print(json.dumps(row), flush=True)
+
+
+def max_rel_diff(sparse, dense) -> float:
+    """max |sparse - dense| / max |dense|, over every output tensor."""
+    if isinstance(dense, dict):
+        return max(max_rel_diff(sparse[k], v) for k, v in dense.items())
+    scale = float(dense.abs().max()) or 1.0
+    return float((sparse - dense).abs().max()) / scale
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--trunks", nargs="+", choices=sorted(TRUNKS), default=list(TRUNKS))
+    parser.add_argument("--modes", nargs="+", default=["conv3x3", "residual"])
+    parser.add_argument("--rates", nargs="+", type=float, default=[1.0, 0.9, 0.7, 0.5, 0.3])
+    parser.add_argument(
+        "--repeats",
+        nargs="+",
+        type=int,
+        default=[15, 2],
+        help="timed repetitions per path: synthetic [resnet50]",
+    )
+    parser.add_argument("--dense-above", type=float, default=DEFAULT_DENSE_ABOVE)
+    parser.add_argument("--threads", type=int, default=None, help="default: torch's")
+    parser.add_argument(
+        "--full-model", action="store_true", help="time the whole model, heads included"
+    )
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    header = {
+        "machine": cpu_model(),
+        "cores": torch.get_num_threads(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "onednn": torch.backends.mkldnn.is_available(),
+        "dense_above": args.dense_above,
+    }
+    print(json.dumps(header), flush=True)
+    for name in args.trunks:
+        for mode in args.modes:
+            benchmark_trunk(name, mode, args)
+
+
+if __name__ == "__main__":
+    main()
