@@ -59,25 +59,27 @@ def trivial(profile: str) -> None:
 
 
 @click.command("report")
-@click.option(
-    "--summary",
-    "summary_csv",
-    required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="results/<profile>/summary.csv",
-)
+@profile_option
 @click.option(
     "--out",
-    required=True,
     type=click.Path(file_okay=False, path_type=Path),
-    help="paper_figures/<profile>",
+    default=None,
+    help="Output folder [default: paper_figures/<profile>].",
 )
-def report(summary_csv: Path, out: Path) -> None:
-    """Figures and tables from a summary: accuracy versus compute, the summary table."""
+def report(profile: str, out: Path | None) -> None:
+    """Figures and tables of a profile's results: accuracy versus compute, ponder, activity and
+    MultiPool maps, qualitative predictions, training curves, the paper's tables (Markdown and
+    LaTeX) and a README, from results/<profile>/, the runs' samples and the dataset."""
+    from pag.pipeline.plan import figures_dir, load_plan
+    from pag.pipeline.report_inputs import report_inputs
     from pag.report import make_report
 
-    for path in make_report(summary_csv, out):
+    plan = load_plan(profile)
+    result = make_report(report_inputs(plan), out or Path(figures_dir(plan.profile)))
+    for path in result.written:
         click.echo(f"wrote {path}")
+    for what, why in result.skipped.items():
+        click.echo(f"warning: {what}: {why}", err=True)
 
 
 @click.command("dvc-yaml")

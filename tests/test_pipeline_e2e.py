@@ -91,7 +91,9 @@ def nothing_to_do(project: Path, env: dict[str, str]) -> None:
 
 def test_both_front_ends_produce_the_same_results(by_snakemake, by_dvc):
     ours, theirs = result_files(by_snakemake[0]), result_files(by_dvc[0])
-    assert len(ours) == 7 + 4 + 3  # per-run metrics, summary and trivial, figures and table
+    # per-run metrics, summary and trivial, the report (11 figures and 4 tables in two
+    # formats each, README)
+    assert len(ours) == 7 + 4 + 2 * (11 + 4) + 1
     assert ours.keys() == theirs.keys()
     differing = [name for name in ours if ours[name] != theirs[name]]
     assert not differing
@@ -147,7 +149,7 @@ def test_one_changed_budget_reruns_only_its_jobs(by_dvc):
     assert counts == {"train": 1, "evaluate": 1, "summarize": 1, "report": 1, "all": 1, "total": 5}
     status = json.loads(run(["dvc", "status", "--json", TINY], project, env))
     stages = {name.split(":", 1)[1] for name in status}
-    assert stages == {"train-pag-0_4-s0", "eval-pag-0_4-s0", "summarize"}, status
+    assert stages == {"train-pag-0_4-s0", "eval-pag-0_4-s0", "summarize", "report"}, status
 
 
 def test_dvc_metrics_and_plots_read_the_results(by_dvc):
@@ -164,7 +166,8 @@ def test_snakemake_report_includes_the_figures(by_snakemake):
     project, env = by_snakemake
     run(["snakemake", "--report", "report.html", "--config", "profile=tiny"], project, env)
     html = (project / "report.html").read_text(errors="replace")
-    assert "accuracy_vs_compute.png" in html
+    for figure in ("accuracy_vs_compute", "ponder_maps_pag", "multipool_maps", "training_curves"):
+        assert f"{figure}.png" in html
 
 
 def test_slurm_profile_dry_run_of_a_real_data_profile():

@@ -201,7 +201,42 @@ def test_profile_name_must_be_its_file_name(tmp_path):
 def test_every_shipped_profile_expands():
     for name in ("synthetic", "tiny", "nyuv2", "stanford2d3d", "cityscapes", "bsds500"):
         plan = load_plan(name)
-        assert plan.job("report").deps == (f"results/{name}/summary.csv",)
+        report = plan.job("report")
+        assert report.cmd == f"pag report --profile params/{name}.yaml"
+        runs = [run.name for run in plan.runs()]
+        # the dataset (ground truth of the saved images), the summary, and every run's
+        # evaluation, samples and training history
+        assert report.deps[:2] == (
+            f"data/{name}/{plan.profile.dataset}",
+            f"results/{name}/summary.csv",
+        )
+        assert len(report.deps) == 2 + 3 * len(runs)
+        split = plan.profile.evaluation.split
+        assert f"runs/{name}/{runs[-1]}/eval_{split}/samples.npz" in report.deps
+        assert f"runs/{name}/{runs[0]}/metrics.json" in report.deps
+        figures = {path.rsplit("/", 1)[1] for path in report.results}
+        assert {"accuracy_vs_compute.png", "table_paper.tex", "README.md"} <= figures
+        for task in plan.profile.tasks:
+            assert f"qualitative_{task}.pdf" in figures
+
+
+def test_report_outputs_follow_the_profile(tmp_path):
+    raw = tiny_raw()
+    raw["methods"] = {"dense": [None], "truncation": [6]}
+    raw["tasks"] = {"depth": None}
+    figures = {p.rsplit("/", 1)[1] for p in plan_of(tmp_path, raw).job("report").results}
+    assert figures == {
+        f"{stem}.{fmt}"
+        for stem, formats in (
+            ("accuracy_vs_compute", ("png", "pdf")),
+            ("qualitative_depth", ("png", "pdf")),
+            ("training_curves", ("png", "pdf")),
+            ("summary_table", ("md", "tex")),
+            ("table_matched_budgets", ("md", "tex")),
+            ("table_paper", ("md", "tex")),
+        )
+        for fmt in formats
+    } | {"README.md"}
 
 
 def test_committed_dvc_yaml_is_what_the_plan_generates():

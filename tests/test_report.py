@@ -11,6 +11,10 @@ from PIL import Image
 
 from pag import report
 from pag.errors import PagError
+from pag.report.compute import accuracy_vs_compute
+from pag.report.results import ReportData, ReportInputs, load_summary
+from pag.report.style import COLORBLIND
+from pag.report.tables import summary_table
 
 DENSE_MACS = 1.0e9
 # (run, method, budget, seed, effective MACs, miou, rmse); pag-0.5's and dense's numbers are the
@@ -99,27 +103,57 @@ def _lines_and_points(fig) -> list[tuple[str, int, int]]:
     ]
 
 
-def test_report_writes_figure_and_table(summary: Path, tmp_path: Path) -> None:
+def _data(path: Path, **inputs) -> ReportData:
+    return ReportData(ReportInputs(path, **inputs), load_summary(path))
+
+
+def _figure(path: Path):
+    return accuracy_vs_compute(_data(path))
+
+
+def test_report_from_summary_alone(summary: Path, tmp_path: Path) -> None:
     out = tmp_path / "out" / "nested"
-    paths = report.make_report(summary, out, title="Synthetic")
-    assert paths == [
-        out / "accuracy_vs_compute.png",
-        out / "accuracy_vs_compute.pdf",
-        out / "summary_table.md",
+    result = report.make_report(ReportInputs(summary, title="Synthetic"), out)
+    names = [p.name for p in result.written]
+    assert names == [
+        "accuracy_vs_compute.png",
+        "accuracy_vs_compute.pdf",
+        "summary_table.md",
+        "summary_table.tex",
+        "table_multipool.md",
+        "table_multipool.tex",
+        "table_matched_budgets.md",
+        "table_matched_budgets.tex",
+        "table_paper.md",
+        "table_paper.tex",
+        "README.md",
     ]
-    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in paths)  # no temp files
-    with Image.open(paths[0]) as image:
+    assert sorted(p.name for p in out.iterdir()) == sorted(names)  # no temp files
+    # what needs samples, evaluations or histories is skipped, each with its reason
+    assert set(result.skipped) == {
+        "ponder_maps_pag",
+        "layer_activity",
+        "multipool_maps",
+        "qualitative_semantic",
+        "qualitative_depth",
+        "training_curves",
+    }
+    assert "no samples.npz given" in result.skipped["ponder_maps_pag"]
+    with Image.open(result.written[0]) as image:
         image.load()
         assert image.format == "PNG"
         # 7 in wide at 200 dpi; one row of three panels plus the legend
         assert image.size == (1400, 570)
-    assert paths[1].read_bytes().startswith(b"%PDF-")
-    assert paths[2].read_text().startswith("# Synthetic\n")
+    assert result.written[1].read_bytes().startswith(b"%PDF-")
+    assert result.written[2].read_text().startswith("# Synthetic\n")
+    readme = (out / "README.md").read_text()
+    assert "[`accuracy_vs_compute.png`](accuracy_vs_compute.png)" in readme
+    assert "`training_curves`: run 'dense-s0': no training metrics.json given" in readme
+    assert "What the synthetic default shows, and what it does not" in readme
 
 
 def test_figure_has_one_panel_per_headline_metric(summary: Path) -> None:
-    df = report._load_summary(summary)
-    fig = report._figure(df)
+    fig = _figure(summary)
     # semantic/miou, depth/rmse, depth/abs_rel present; pixel_acc and delta1 are not headline
     # metrics; the shared legend is a figure legend, not an axes of its own
     assert len(fig.axes) == 3
@@ -142,8 +176,7 @@ def test_figure_has_one_panel_per_headline_metric(summary: Path) -> None:
 
 
 def test_figure_points_are_seed_means(summary: Path) -> None:
-    fig = report._figure(report._load_summary(summary))
-    miou = fig.axes[0]
+    miou = _figure(summary).axes[0]
     pag_line = miou.get_lines()[0]  # pag is drawn before truncation
     # ordered by MACs: budget 0.5 then 0.8; x = mean effective MACs / dense mean MACs
     assert list(pag_line.get_xdata()) == pytest.approx([56.0, 83.0])
@@ -153,7 +186,7 @@ def test_figure_points_are_seed_means(summary: Path) -> None:
 
 
 def test_table_values_match_inputs(summary: Path, tmp_path: Path) -> None:
-    report.make_report(summary, tmp_path / "out")
+    report.make_report(ReportInputs(summary), tmp_path / "out")
     text = (tmp_path / "out" / "summary_table.md").read_text()
     rows = _table_rows(text)
     # dense, mp_pag, pag (budget descending), truncation (budget descending)
@@ -178,10 +211,11 @@ def test_table_values_match_inputs(summary: Path, tmp_path: Path) -> None:
 
 
 def test_reruns_are_byte_identical(summary: Path, tmp_path: Path) -> None:
-    first = [p.read_bytes() for p in report.make_report(summary, tmp_path / "a")]
-    second = [p.read_bytes() for p in report.make_report(summary, tmp_path / "b")]
+    inputs = ReportInputs(summary)
+    first = [p.read_bytes() for p in report.make_report(inputs, tmp_path / "a").written]
+    second = [p.read_bytes() for p in report.make_report(inputs, tmp_path / "b").written]
     assert first == second
-    again = [p.read_bytes() for p in report.make_report(summary, tmp_path / "a")]
+    again = [p.read_bytes() for p in report.make_report(inputs, tmp_path / "a").written]
     assert again == first
 
 
@@ -190,11 +224,10 @@ def test_metric_missing_for_one_method_still_draws(tmp_path: Path) -> None:
         row for row in _rows() if not (row["method"] == "truncation" and row["metric"] == "rmse")
     ]
     path = _write(tmp_path / "summary.csv", rows)
-    fig = report._figure(report._load_summary(path))
-    assert [n for _, n, _ in _lines_and_points(fig)] == [2, 1, 2]
-    paths = report.make_report(path, tmp_path / "out")
-    assert all(p.stat().st_size > 0 for p in paths)
-    table = _table_rows(paths[2].read_text())
+    assert [n for _, n, _ in _lines_and_points(_figure(path))] == [2, 1, 2]
+    result = report.make_report(ReportInputs(path), tmp_path / "out")
+    assert all(p.stat().st_size > 0 for p in result.written)
+    table = _table_rows((tmp_path / "out" / "summary_table.md").read_text())
     assert table[("truncation", "0.5")]["depth rmse"] == "—"
     assert table[("truncation", "0.5")]["semantic miou"] == "0.410 ± 0.010"
 
@@ -202,27 +235,26 @@ def test_metric_missing_for_one_method_still_draws(tmp_path: Path) -> None:
 def test_without_dense_run_uses_own_dense_macs(tmp_path: Path) -> None:
     rows = [row for row in _rows() if row["method"] != "dense"]
     path = _write(tmp_path / "summary.csv", rows)
-    fig = report._figure(report._load_summary(path))
-    assert {ax.get_xlabel() for ax in fig.axes} == {"MACs (% of own dense arch.)"}
-    paths = report.make_report(path, tmp_path / "out")
-    text = paths[2].read_text()
+    assert {ax.get_xlabel() for ax in _figure(path).axes} == {"MACs (% of own dense arch.)"}
+    report.make_report(ReportInputs(path), tmp_path / "out")
+    text = (tmp_path / "out" / "summary_table.md").read_text()
     assert _table_rows(text)[("pag", "0.5")]["MACs % of dense"] == "56.0"
     assert "own dense architecture" in text
 
 
 def test_several_datasets_are_not_mixed(tmp_path: Path) -> None:
     path = _write(tmp_path / "summary.csv", _rows("nyuv2") + _rows("synthetic"))
-    fig = report._figure(report._load_summary(path))
+    fig = _figure(path)
     assert len(fig.axes) == 6
     assert fig.axes[0].get_title() == "nyuv2: Semantic segmentation"
-    text = report._table(report._load_summary(path))
+    text = summary_table(_data(path)).markdown()
     assert "| dataset | method |" in text
     assert text.count("| nyuv2 | pag | 0.5 | 2 | 56.0 | 0.510 ± 0.010 |") == 1
 
 
 def test_palette_is_seaborn_colorblind() -> None:
     seaborn = pytest.importorskip("seaborn")
-    assert list(report._COLORBLIND) == seaborn.color_palette("colorblind").as_hex()
+    assert list(COLORBLIND) == seaborn.color_palette("colorblind").as_hex()
 
 
 @pytest.mark.parametrize(
@@ -237,7 +269,7 @@ def test_unusable_files_are_named(tmp_path: Path, content: str, message: str) ->
     path = tmp_path / "summary.csv"
     path.write_text(content)
     with pytest.raises(PagError, match=r"summary\.csv") as info:
-        report.make_report(path, tmp_path / "out")
+        report.make_report(ReportInputs(path), tmp_path / "out")
     assert message in str(info.value)
     assert not (tmp_path / "out").exists()
 
@@ -246,12 +278,12 @@ def test_missing_column_is_named(tmp_path: Path) -> None:
     columns = [c for c in report.COLUMNS if c != "value"]
     path = _write(tmp_path / "summary.csv", _rows(), columns)
     with pytest.raises(PagError, match=r"summary\.csv: missing column\(s\) \['value'\]"):
-        report.make_report(path, tmp_path / "out")
+        report.make_report(ReportInputs(path), tmp_path / "out")
 
 
 def test_missing_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(PagError, match=r"nothere\.csv: file not found"):
-        report.make_report(tmp_path / "nothere.csv", tmp_path / "out")
+        report.make_report(ReportInputs(tmp_path / "nothere.csv"), tmp_path / "out")
 
 
 @pytest.mark.parametrize(
@@ -269,14 +301,14 @@ def test_non_numeric_value_is_named(tmp_path: Path, column: str, bad: str) -> No
     rows[3][column] = bad
     path = _write(tmp_path / "summary.csv", rows)
     with pytest.raises(PagError, match=rf"summary\.csv: line 5: {column} '{bad}'"):
-        report.make_report(path, tmp_path / "out")
+        report.make_report(ReportInputs(path), tmp_path / "out")
 
 
 def test_no_headline_metric_is_named(tmp_path: Path) -> None:
     rows = [row for row in _rows() if row["metric"] == "pixel_acc"]
     path = _write(tmp_path / "summary.csv", rows)
     with pytest.raises(PagError, match=r"summary\.csv: no headline metric"):
-        report.make_report(path, tmp_path / "out")
+        report.make_report(ReportInputs(path), tmp_path / "out")
 
 
 def test_unknown_method_and_duplicates_are_named(tmp_path: Path) -> None:
@@ -284,11 +316,11 @@ def test_unknown_method_and_duplicates_are_named(tmp_path: Path) -> None:
     rows[0]["method"] = "magic"
     path = _write(tmp_path / "summary.csv", rows)
     with pytest.raises(PagError, match=r"summary\.csv: unknown method\(s\) \['magic'\]"):
-        report.make_report(path, tmp_path / "out")
+        report.make_report(ReportInputs(path), tmp_path / "out")
     rows = _rows()
     path = _write(tmp_path / "summary.csv", [*rows, rows[0]])
     with pytest.raises(PagError, match=r"summary\.csv: more than one row for run 'dense-s0'"):
-        report.make_report(path, tmp_path / "out")
+        report.make_report(ReportInputs(path), tmp_path / "out")
 
 
 def test_failure_while_rendering_writes_nothing(
@@ -297,10 +329,10 @@ def test_failure_while_rendering_writes_nothing(
     out = tmp_path / "out"
     out.mkdir()
 
-    def broken(*args: object, **kwargs: object) -> str:
+    def broken(*args: object, **kwargs: object) -> bytes:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(report, "_table", broken)
+    monkeypatch.setattr(report, "render", broken)
     with pytest.raises(RuntimeError, match="boom"):
-        report.make_report(summary, out)
+        report.make_report(ReportInputs(summary), out)
     assert list(out.iterdir()) == []

@@ -159,7 +159,13 @@ def weights_path(profile: Profile) -> str | None:
     return f"data/weights/{imagenet_file(profile.model.depth)}"
 
 
-REPORT_FILES = ("accuracy_vs_compute.png", "accuracy_vs_compute.pdf", "summary_table.md")
+def report_files(profile: Profile) -> list[str]:
+    """The files `pag report` writes for the profile's methods and tasks."""
+    from pag.report import planned_files
+
+    return planned_files(tuple(profile.methods), tuple(profile.tasks))
+
+
 SUMMARY_FILES = ("summary.csv", "metrics.json", "curves.csv")
 
 
@@ -351,9 +357,15 @@ def expand(profile: Profile, profile_file: str) -> Plan:
     jobs.append(
         Job(
             "report",
-            f"pag report --summary {summary[0]} --out {figures}",
-            deps=(summary[0],),
-            results=tuple(f"{figures}/{name}" for name in REPORT_FILES),
+            f"pag report --profile {profile_file}",
+            deps=(
+                dataset_path(profile),
+                summary[0],
+                *(eval_metrics(profile, run.name) for run in runs),
+                *(eval_samples(profile, run.name) for run in runs),
+                *(train_metrics(profile, run.name) for run in runs),
+            ),
+            results=tuple(f"{figures}/{name}" for name in report_files(profile)),
         )
     )
     return Plan(profile, profile_file, jobs)

@@ -1,0 +1,37 @@
+"""The report's inputs for a profile: where the plan put the summary, each run's evaluation,
+samples and training history, and the dataset that holds the saved images' ground truth."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pag.pipeline import plan as layout
+from pag.pipeline.plan import Plan
+from pag.report import ReportInputs, RunFiles, dataset_ground_truth
+
+
+def report_inputs(plan: Plan) -> ReportInputs:
+    from pag.data import get_dataset
+    from pag.models.multipool import branch_names
+
+    profile = plan.profile
+    runs = {
+        run.name: RunFiles(
+            evaluation=Path(layout.eval_metrics(profile, run.name)),
+            samples=Path(layout.eval_samples(profile, run.name)),
+            training=Path(layout.train_metrics(profile, run.name)),
+        )
+        for run in plan.runs()
+    }
+    root = layout.data_root(profile)
+    dataset = get_dataset(profile.dataset, root=root, split=profile.evaluation.split)
+    return ReportInputs(
+        summary_csv=Path(layout.results_dir(profile)) / "summary.csv",
+        runs=runs,
+        ground_truth=dataset_ground_truth(dataset),
+        class_names=tuple(dataset.class_names),
+        multipool_branches=tuple(branch_names(tuple(profile.model.dilations))),
+        methods=tuple(profile.methods),
+        tasks=tuple(profile.tasks),
+        profile=profile.name,
+    )

@@ -1,0 +1,69 @@
+"""Per-layer activity: for each dynamic method, the fraction of positions each controlled block
+computes over the validation split, one line per budget (mean over seeds).
+
+It shows where a method spends its compute: PAG's per-pixel gates, layer skipping's per-image
+block gates, SACT's halting units."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from pag.report.results import MissingInput, ReportData
+from pag.report.style import DYNAMIC, FIGURE_WIDTH_IN, STYLE, method_label, new_figure, paper_style
+
+
+def _activity(data: ReportData, method: str) -> list[tuple[str, dict[str, float]]]:
+    """(label, {block: mean activity over seeds}) per budget, decreasing compute."""
+    runs = data.runs_of(method)
+    curves = []
+    for budget, group in runs.groupby("budget", sort=False, dropna=False):
+        per_run = [data.evaluation(run).get("activity") or {} for run in group["run"]]
+        blocks = list(per_run[0])
+        if not blocks:
+            raise MissingInput(f"run {group['run'].iloc[0]!r}: its evaluation has no activity")
+        if any(list(a) != blocks for a in per_run):
+            raise MissingInput(f"{method} budget {budget:g}: runs report different blocks")
+        means = {b: float(np.mean([a[b] for a in per_run])) for b in blocks}
+        label = f"{method_label(method, None if math.isnan(budget) else budget)} "
+        label += f"({group['macs_pct'].mean():.0f} % MACs)"
+        curves.append((label, means))
+    return curves
+
+
+def layer_activity(data: ReportData) -> Figure:
+    methods = [m for m in DYNAMIC if m in data.methods]
+    if not methods:
+        raise MissingInput("layer_activity: no PAG, layer-skip or SACT runs in the summary")
+    curves = {method: _activity(data, method) for method in methods}
+    with paper_style():
+        fig = new_figure(FIGURE_WIDTH_IN, 2.6)
+        axes = fig.subplots(1, len(methods), squeeze=False, sharey=True)[0]
+        for ax, method in zip(axes, methods, strict=True):
+            _, color, marker, linestyle = STYLE[method]
+            entries = curves[method]
+            for k, (label, means) in enumerate(entries):
+                shade = 1.0 - 0.55 * k / max(1, len(entries) - 1)  # lighter: less compute
+                x = np.arange(len(means))
+                ax.plot(
+                    x,
+                    list(means.values()),
+                    color=color,
+                    alpha=shade,
+                    marker=marker,
+                    linestyle=linestyle if linestyle != "none" else "-",
+                    markersize=3,
+                    lw=1.0,
+                    label=label,
+                )
+            blocks = list(entries[0][1])
+            ax.set_xticks(np.arange(len(blocks)), blocks, rotation=90)
+            ax.set_ylim(-0.03, 1.03)
+            ax.set_title(STYLE[method][0])
+            ax.set_xlabel("block")
+            ax.legend(loc="lower left", fontsize=7, frameon=True, framealpha=0.8)
+        axes[0].set_ylabel("fraction of positions computed")
+        fig.suptitle("Per-layer activity on the validation split (mean over seeds)")
+    return fig

@@ -1,0 +1,87 @@
+"""The paper's central comparison: accuracy versus compute, one panel per headline metric.
+
+x is effective MACs as % of the dense baseline, y the metric; swept methods (PAG, truncation,
+layer skipping, SACT) are curves through their budgets, the others single points; each point is
+the mean over seeds with ±1 s.d. error bars."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from pag.report.results import ReportData, curve_points, headline_panels
+from pag.report.style import (
+    FIGURE_WIDTH_IN,
+    METHODS,
+    STYLE,
+    SWEPT,
+    TASK_LABELS,
+    legend_handle,
+    marker_area,
+    metric_label,
+    new_figure,
+    paper_style,
+)
+
+ERROR_BARS = "Mean over seeds; error bars ±1 s.d. over seeds (ddof=0)"
+_PANEL_COLUMNS = 3
+_PANEL_HEIGHT_IN = 2.1
+_LEGEND_HEIGHT_IN = 0.75
+
+
+def accuracy_vs_compute(data: ReportData) -> Figure:
+    """One panel per headline metric present, one shared legend below the panels."""
+    df, title = data.df, data.inputs.title
+    panels = headline_panels(df)
+    several_datasets = len({dataset for dataset, _, _ in panels}) > 1
+    ncols = min(_PANEL_COLUMNS, len(panels))
+    nrows = math.ceil(len(panels) / ncols)
+    with paper_style():
+        fig = new_figure(FIGURE_WIDTH_IN, _PANEL_HEIGHT_IN * nrows + _LEGEND_HEIGHT_IN)
+        axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+        for ax in axes[len(panels) :]:
+            ax.remove()
+        for ax, (dataset, task, metric) in zip(axes, panels, strict=False):
+            rows = df[(df["dataset"] == dataset) & (df["task"] == task) & (df["metric"] == metric)]
+            panel_title = TASK_LABELS.get(task, task)
+            if several_datasets:
+                panel_title = f"{dataset}: {panel_title}"
+            _plot_panel(ax, rows, title=panel_title, ylabel=metric_label(metric))
+            ax.set_xlabel(
+                "MACs (% of own dense arch.)" if rows["own_dense"].any() else "MACs (% of dense)"
+            )
+        methods = [method for method in METHODS if method in set(df["method"])]
+        fig.legend(
+            handles=[legend_handle(method) for method in methods],
+            labels=[STYLE[method][0] for method in methods],
+            loc="outside lower center",
+            ncols=min(len(methods), 4),
+            title=ERROR_BARS,
+            frameon=False,
+        )
+        if title:
+            fig.suptitle(title)
+    return fig
+
+
+def _plot_panel(ax: Axes, rows: pd.DataFrame, *, title: str, ylabel: str) -> None:
+    """Swept methods as one line each (mean per budget, ordered by MACs), the others as single
+    markers; error bars are the s.d. over seeds. Methods without this metric are skipped."""
+    stats = curve_points(rows)
+    for method in METHODS:
+        points = stats[stats["method"] == method].sort_values(["macs_pct", "budget"])
+        if points.empty:
+            continue
+        _, color, marker, linestyle = STYLE[method]
+        x, y = points["macs_pct"].to_numpy(), points["mean"].to_numpy()
+        ax.errorbar(x, y, yerr=points["std"].to_numpy(), fmt="none", ecolor=color, elinewidth=0.8)
+        if method in SWEPT:
+            ax.plot(x, y, color=color, marker=marker, linestyle=linestyle, markersize=4, lw=1.2)
+        else:
+            ax.scatter(x, y, color=color, marker=marker, s=marker_area(method), zorder=3)
+    ax.set_title(title)
+    ax.set_ylabel(ylabel)
+    ax.margins(x=0.08, y=0.12)

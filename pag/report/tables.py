@@ -1,0 +1,268 @@
+"""The report's tables, from summary.csv: the summary of every run, the MultiPool comparison,
+every method at matched compute budgets, and the published numbers beside ours.
+
+Values are means over seeds (± population s.d., ddof=0); MACs are effective MACs per image as %
+of the dense baseline of the same dataset."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from pag.report.paper import PAPER_NUMBERS, UNSUPPORTED
+from pag.report.results import (
+    HEADLINE,
+    MissingInput,
+    ReportData,
+    curve_points,
+    headline_panels,
+)
+from pag.report.style import METHODS, MULTIPOOL, STYLE, method_label, metric_label
+from pag.report.table import Table
+
+MATCHED_BUDGETS = (100.0, 90.0, 70.0, 50.0)  # % of dense compute
+MATCH_TOLERANCE = 1.0  # percentage points within which a measured point counts as matched
+_MEAN_SD = "Values: mean ± s.d. over seeds (population s.d., ddof=0)."
+
+
+def _mean_sd(values: np.ndarray) -> str:
+    return f"{np.mean(values):.3f} ± {np.std(values):.3f}"
+
+
+def _metrics_present(df: pd.DataFrame) -> list[tuple[str, str]]:
+    panels = headline_panels(df)
+    return [(t, m) for t, m in HEADLINE if any(p[1:] == (t, m) for p in panels)]
+
+
+def _run_table(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per run: dataset, method, budget, seed and mean MACs % over its rows."""
+    return df.groupby("run").agg(
+        dataset=("dataset", "first"),
+        method=("method", "first"),
+        budget=("budget", "first"),
+        seed=("seed", "first"),
+        macs_pct=("macs_pct", "mean"),
+        effective_macs=("effective_macs", "mean"),
+    )
+
+
+def _groups(df: pd.DataFrame, methods=METHODS) -> list[tuple[str, str, float, pd.DataFrame]]:
+    """(dataset, method, budget, runs) per configuration, in method order and decreasing
+    compute within a method."""
+    runs = _run_table(df)
+    records = [
+        (dataset, method, float(budget), group)
+        for (dataset, method, budget), group in runs.groupby(
+            ["dataset", "method", "budget"], dropna=False, sort=False
+        )
+        if method in methods
+    ]
+    records.sort(key=lambda r: (r[0], METHODS.index(r[1]), -r[3]["macs_pct"].mean()))
+    return records
+
+
+def _cell(df: pd.DataFrame, runs: pd.Index, task: str, metric: str) -> str:
+    rows = df[df["run"].isin(runs) & (df["task"] == task) & (df["metric"] == metric)]
+    return "—" if rows.empty else _mean_sd(rows["value"].to_numpy(dtype=float))
+
+
+def format_macs(macs: float) -> str:
+    for scale, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if macs >= scale:
+            return f"{macs / scale:.1f} {unit}"
+    return f"{macs:.0f}"
+
+
+def summary_table(data: ReportData) -> Table:
+    """Every (method, budget): seeds, MACs % and each headline metric."""
+    df = data.df
+    metrics = _metrics_present(df)
+    datasets = sorted(set(df["dataset"]))
+    header = ["method", "budget", "seeds", "MACs % of dense", *(f"{t} {m}" for t, m in metrics)]
+    rows = []
+    for dataset, method, budget, group in _groups(df):
+        row = [
+            method,
+            "—" if math.isnan(budget) else f"{budget:g}",
+            str(group["seed"].nunique()),
+            f"{group['macs_pct'].mean():.1f}",
+            *(_cell(df, group.index, t, m) for t, m in metrics),
+        ]
+        rows.append([dataset, *row] if len(datasets) > 1 else row)
+    if len(datasets) > 1:
+        header.insert(0, "dataset")
+    own = sorted(set(df.loc[df["own_dense"], "dataset"]))
+    note = (
+        "Values: mean ± s.d. over seeds (population s.d., ddof=0). MACs: effective MACs per "
+        "image as % of the dense baseline's mean MACs"
+    )
+    if own:
+        note += f" (no dense run for {', '.join(own)}: % of each run's own dense architecture)"
+    numeric = [name not in ("dataset", "method") for name in header]
+    title = data.inputs.title or "Summary: " + ", ".join(datasets)
+    return Table(title, header, rows, [note + "."], numeric=numeric)
+
+
+def multipool_table(data: ReportData) -> Table:
+    """Table 1: the dense baseline against MultiPool averaging and MP-PAG, per task, with MACs."""
+    df = data.df
+    if not set(MULTIPOOL) & set(df["method"]):
+        raise MissingInput(
+            "table_multipool: no MultiPool runs in the summary (methods multipool_avg, mp_pag)"
+        )
+    metrics = _metrics_present(df)
+    datasets = sorted(set(df["dataset"]))
+    header = ["method", "seeds", "MACs / image", "MACs % of dense"]
+    header += [f"{t}: {metric_label(m)}" for t, m in metrics]
+    rows, groups = [], []
+    for dataset, method, _budget, group in _groups(df, ("dense", *MULTIPOOL)):
+        rows.append(
+            [
+                method_label(method)
+                if len(datasets) == 1
+                else f"{dataset}: {method_label(method)}",
+                str(group["seed"].nunique()),
+                format_macs(group["effective_macs"].mean()),
+                f"{group['macs_pct'].mean():.1f}",
+                *(_cell(df, group.index, t, m) for t, m in metrics),
+            ]
+        )
+        groups.append(dataset)
+    notes = [
+        _MEAN_SD,
+        "MACs: effective MACs per image (MP-PAG runs one conv branch per pixel; the average "
+        "runs them all).",
+    ]
+    title = "Dense baseline, MultiPool (average) and MP-PAG"
+    return Table(
+        title, header, rows, notes, numeric=[False] + [True] * (len(header) - 1), groups=groups
+    )
+
+
+def value_at(points: pd.DataFrame, target: float, tolerance: float = MATCH_TOLERANCE):
+    """A method's metric at `target` MACs %: ("measured", mean, s.d.) for a point within
+    `tolerance` percentage points (the nearest), else ("interpolated", value, None) linearly
+    between the two measured points around it, else None (no extrapolation). Points at equal
+    MACs are averaged first."""
+    if points.empty:
+        return None
+    merged = points.groupby("macs_pct", sort=True).agg(mean=("mean", "mean"), std=("std", "mean"))
+    x = merged.index.to_numpy(dtype=float)
+    distance = np.abs(x - target)
+    nearest = int(np.argmin(distance))
+    if distance[nearest] <= tolerance:
+        return "measured", float(merged["mean"].iloc[nearest]), float(merged["std"].iloc[nearest])
+    if not x[0] < target < x[-1]:
+        return None
+    right = int(np.searchsorted(x, target))
+    x0, x1 = x[right - 1], x[right]
+    y0, y1 = merged["mean"].iloc[right - 1], merged["mean"].iloc[right]
+    return "interpolated", float(y0 + (y1 - y0) * (target - x0) / (x1 - x0)), None
+
+
+def matched_budget_table(data: ReportData, budgets=MATCHED_BUDGETS) -> Table:
+    """Table 2: every method's headline metrics at matched compute (% of dense), measured or
+    interpolated along its accuracy-versus-compute curve (marked †)."""
+    df = data.df
+    header = ["dataset", "metric", "method", *(f"{b:g} %" for b in budgets)]
+    rows, groups = [], []
+    for dataset, task, metric in headline_panels(df):
+        rows_metric = df[
+            (df["dataset"] == dataset) & (df["task"] == task) & (df["metric"] == metric)
+        ]
+        points = curve_points(rows_metric)
+        for method in METHODS:
+            mine = points[points["method"] == method]
+            if mine.empty:
+                continue
+            cells = []
+            for budget in budgets:
+                found = value_at(mine, budget)
+                if found is None:
+                    cells.append("—")
+                elif found[0] == "measured":
+                    cells.append(f"{found[1]:.3f} ± {found[2]:.3f}")
+                else:
+                    cells.append(f"{found[1]:.3f}†")
+            label = f"{task}: {metric_label(metric)}"
+            rows.append([dataset, label, STYLE[method][0], *cells])
+            groups.append(f"{dataset}/{task}/{metric}")
+    notes = [
+        f"A value is measured (mean ± s.d. over seeds) where a run's mean MACs lie within "
+        f"{MATCH_TOLERANCE:g} percentage point of the budget; † marks a value interpolated "
+        "linearly in MACs between the method's two nearest measured budgets; — the budget "
+        "lies outside the method's measured range (no extrapolation)."
+    ]
+    title = "Every method at matched compute (effective MACs as % of the dense baseline)"
+    return Table(
+        title, header, rows, notes, numeric=[False] * 3 + [True] * len(budgets), groups=groups
+    )
+
+
+def paper_table(data: ReportData) -> Table:
+    """Table 3: the published numbers (with their provenance) beside ours on the same dataset,
+    task and metric, or "not run" for a dataset this report has no runs of."""
+    df = data.df
+    datasets = set(df["dataset"])
+    pag_budget = _budget_nearest(df, "pag", 0.7)
+    pag_label = "ours: PAG" + (f" λ = {pag_budget:g}" if pag_budget is not None else "")
+    header = [
+        "dataset",
+        "task",
+        "metric",
+        "published",
+        "source",
+        "ours: dense",
+        "ours: MP-PAG",
+        pag_label,
+    ]
+    rows = []
+    for number in PAPER_NUMBERS:
+        published = f"{number.value:g}{(' ' + number.unit) if number.unit == '%' else number.unit}"
+        ours = []
+        for method, budget in (("dense", None), ("mp_pag", None), ("pag", pag_budget)):
+            if number.dataset in UNSUPPORTED:
+                ours.append(UNSUPPORTED[number.dataset])
+            elif number.dataset not in datasets:
+                ours.append("not run")
+            else:
+                ours.append(_ours(df, number, method, budget))
+        rows.append(
+            [
+                number.dataset,
+                number.task,
+                metric_label(number.metric),
+                published,
+                number.source,
+                *ours,
+            ]
+        )
+    notes = [
+        "Published: the values the public record attributes to Kong & Fowlkes; the paper's own "
+        "tables are not available. Ours: mean ± s.d. over seeds, in the published unit.",
+    ]
+    title = "Published numbers beside ours"
+    return Table(title, header, rows, notes, numeric=[False] * 3 + [True, False, True, True, True])
+
+
+def _budget_nearest(df: pd.DataFrame, method: str, target: float) -> float | None:
+    budgets = sorted(set(df.loc[df["method"] == method, "budget"].dropna()))
+    return min(budgets, key=lambda b: (abs(b - target), -b)) if budgets else None
+
+
+def _ours(df: pd.DataFrame, number, method: str, budget: float | None) -> str:
+    rows = df[
+        (df["dataset"] == number.dataset)
+        & (df["task"] == number.task)
+        & (df["metric"] == number.metric)
+        & (df["method"] == method)
+    ]
+    if budget is not None:
+        rows = rows[np.isclose(rows["budget"], budget)]
+    if rows.empty:
+        return "—"
+    values = rows["value"].to_numpy(dtype=float) * number.scale
+    decimals = 3 if number.scale == 1.0 and number.unit != "°" else 2
+    return f"{np.mean(values):.{decimals}f} ± {np.std(values):.{decimals}f}"
