@@ -27,6 +27,21 @@ def _umask() -> int:
 _FILE_MODE = 0o666 & ~_umask()
 
 
+def _discard(tmp: str | os.PathLike) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+
+
+def _naming(exc: OSError, path: Path, tmp: str | os.PathLike) -> OSError:
+    """A failed write (a full disk, a file-size limit) names the file being written, not its
+    temporary or nothing: the CLI prints the name with the reason."""
+    if exc.filename is not None and os.fspath(exc.filename) != os.fspath(tmp):
+        return exc
+    named = OSError(exc.errno, exc.strerror or str(exc), str(path))
+    named.__cause__ = exc
+    return named
+
+
 @contextlib.contextmanager
 def atomic_write(
     path: str | os.PathLike, mode: str = "wb", *, durable: bool = True
@@ -46,9 +61,11 @@ def atomic_write(
             if durable:
                 os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        _discard(tmp)
+        raise _naming(exc, path, tmp)  # noqa: B904  (the cause is set, or it is exc itself)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        _discard(tmp)
         raise
 
 
@@ -83,11 +100,12 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes, *, durable: bool = 
         os.close(fd)
         fd = -1
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if fd >= 0:
             os.close(fd)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        _discard(tmp)
+        if isinstance(exc, OSError):
+            raise _naming(exc, path, tmp)  # noqa: B904  (the cause is set, or it is exc itself)
         raise
 
 

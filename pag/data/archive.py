@@ -234,7 +234,7 @@ def _extract_tar(archive: Path, tmp: Path) -> None:
         name = member.name if member is not None else "?"
         raise _unsafe(archive, name, str(exc)) from exc
     except (*_READ_ERRORS, OSError) as exc:
-        raise DataError(f"{archive}: corrupt or truncated archive: {_one_line(exc)}") from exc
+        raise _read_or_write_error(archive, tmp, exc, "corrupt or truncated archive") from exc
 
 
 def _validate_zip(archive: Path, infos: list[zipfile.ZipInfo]) -> None:
@@ -271,7 +271,16 @@ def _extract_zip(archive: Path, tmp: Path) -> None:
                     shutil.copyfileobj(src, out, 1 << 20)
     except (*_READ_ERRORS, OSError, RuntimeError, NotImplementedError) as exc:
         # RuntimeError: encrypted member; NotImplementedError: unsupported compression method
-        raise DataError(f"{archive}: corrupt or unreadable archive: {_one_line(exc)}") from exc
+        raise _read_or_write_error(archive, tmp, exc, "corrupt or unreadable archive") from exc
+
+
+def _read_or_write_error(archive: Path, tmp: Path, exc: BaseException, corrupt: str) -> DataError:
+    """A system error (a full disk: ENOSPC, EFBIG, EDQUOT) is not a corrupt archive; format
+    errors, gzip's BadGzipFile included, carry no errno."""
+    if isinstance(exc, OSError) and exc.errno is not None:
+        reason = exc.strerror or _one_line(exc)
+        return DataError(f"{archive}: cannot extract it beside {tmp.parent}: {reason}")
+    return DataError(f"{archive}: {corrupt}: {_one_line(exc)}")
 
 
 # --------------------------------------------------------------------------------------------

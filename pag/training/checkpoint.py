@@ -9,6 +9,7 @@ dict of those, so the safe `weights_only` unpickler reads it. `final.pt` holds o
 
 from __future__ import annotations
 
+import io
 import os
 import random
 from pathlib import Path
@@ -30,9 +31,13 @@ def checkpoint_dir(run_dir: str | os.PathLike) -> Path:
 
 
 def save(path: str | os.PathLike, payload: dict[str, Any]) -> None:
-    """Write `payload` to `path` atomically and durably (temp file, fsync, rename)."""
+    """Write `payload` to `path` atomically and durably (temp file, fsync, rename). It is
+    serialised in memory first: torch's zip writer turns a failing write (a full disk) into
+    an opaque RuntimeError, a plain write gives an OSError naming `path`."""
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
     with atomic_write(path, "wb") as handle:
-        torch.save(payload, handle)
+        handle.write(buffer.getbuffer())
 
 
 def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:

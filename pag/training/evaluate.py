@@ -64,7 +64,6 @@ unknown split is a `PagError`.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import math
@@ -415,27 +414,29 @@ def evaluate(
 
 def _write_outputs(metrics_path: Path, samples_path: Path, result, saved_ids, saved) -> None:
     """metrics.json marks completion: it goes first and is written last, so a process killed
-    in between leaves no metrics.json, never one beside samples of another checkpoint. A
-    failed write (a full disk) puts both previous files back."""
-    for path in (metrics_path, samples_path):
-        remove_temporaries(path)  # left by an evaluation killed while writing
-    previous = {p: p.read_bytes() for p in (metrics_path, samples_path) if p.is_file()}
+    in between leaves no metrics.json, never one beside samples of another checkpoint. The
+    previous files are renamed aside (a rename needs no space), and a failed write (a full
+    disk) renames them back."""
+    outputs = (samples_path, metrics_path)
+    for path in outputs:
+        remove_temporaries(path)  # what an evaluation killed while writing left
+    aside = {p: p.with_name(f".{p.name}.previous.tmp") for p in outputs if p.is_file()}
+    for path in reversed(outputs):  # metrics.json first
+        if path in aside:
+            os.replace(path, aside[path])
     try:
-        metrics_path.unlink(missing_ok=True)
         if saved_ids:
             buffer = io.BytesIO()
             np.savez_compressed(buffer, ids=np.array(saved_ids, dtype=str), **saved)
             with atomic_write(samples_path, "wb") as handle:
                 handle.write(buffer.getvalue())
-        else:
-            samples_path.unlink(missing_ok=True)
         write_json_atomic(metrics_path, result)
     except BaseException:
-        for path in (samples_path, metrics_path):
-            with contextlib.suppress(OSError):  # the disk may still be full: best effort
-                if path in previous:
-                    with atomic_write(path, "wb") as handle:
-                        handle.write(previous[path])
-                else:
-                    path.unlink(missing_ok=True)
+        for path in outputs:  # metrics.json last
+            if path in aside:
+                os.replace(aside[path], path)
+            else:
+                path.unlink(missing_ok=True)
         raise
+    for backup in aside.values():
+        backup.unlink()
