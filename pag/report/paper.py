@@ -9,14 +9,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-_LB = (
-    "[LB] leaderboard aggregator (wizwand 'Related benchmarks'); which paper table it comes "
-    "from is unverified (shared/paper.md §7.1a)"
-)
-_CODE = (
-    "[CODE] authors' demo log, epoch 140, flip-aug: ResNet-50 + MultiPool + PAG (λ = 0.7), "
-    "val = areas 3+4, local normals; not necessarily a paper number (shared/paper.md §7.1b)"
-)
+_LB = "[LB] leaderboard"
+_CODE = "[CODE] authors' demo log"
+SOURCES = {
+    _LB: (
+        "a leaderboard aggregator (wizwand 'Related benchmarks') attributes the value to the "
+        "paper; which table it comes from is unverified (shared/paper.md §7.1a)"
+    ),
+    _CODE: (
+        "the validation log of the authors' demo script, epoch 140 with flip augmentation: "
+        "ResNet-50 + MultiPool + PAG (λ = 0.7), Stanford-2D-3D areas 3 and 4, local normals; "
+        "not necessarily a number of the paper (shared/paper.md §7.1b)"
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -34,7 +39,7 @@ PAPER_NUMBERS = (
     PaperNumber("cityscapes", "semantic", "miou", 75.8, 100.0, "%", _LB),
     PaperNumber("nyuv2", "semantic", "miou", 46.5, 100.0, "%", _LB),
     PaperNumber("bsds500", "boundary", "ods", 0.792, 1.0, "", _LB),
-    PaperNumber("kitti", "depth", "abs_rel", 11.74, 100.0, "%", _LB + "; KITTI test set"),
+    PaperNumber("kitti", "depth", "abs_rel", 11.74, 100.0, "%", _LB),  # KITTI test set
     PaperNumber("cityscapes", "depth", "delta1", 34.6, 100.0, "%", _LB),
     PaperNumber("stanford2d3d", "normals", "within_11_25", 57.93, 100.0, "%", _CODE),
     PaperNumber("stanford2d3d", "normals", "within_22_5", 74.08, 100.0, "%", _CODE),

@@ -11,7 +11,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from pag.report.paper import PAPER_NUMBERS, UNSUPPORTED
+from pag.report.paper import PAPER_NUMBERS, SOURCES, UNSUPPORTED
 from pag.report.results import (
     HEADLINE,
     MissingInput,
@@ -186,6 +186,8 @@ def matched_budget_table(data: ReportData, budgets=MATCHED_BUDGETS) -> Table:
                     cells.append(f"{found[1]:.3f} ± {found[2]:.3f}")
                 else:
                     cells.append(f"{found[1]:.3f}†")
+            if all(cell == "—" for cell in cells):
+                continue  # no run near any of the budgets (the MultiPool methods, often)
             label = f"{task}: {metric_label(metric)}"
             rows.append([dataset, label, STYLE[method][0], *cells])
             groups.append(f"{dataset}/{task}/{metric}")
@@ -193,7 +195,8 @@ def matched_budget_table(data: ReportData, budgets=MATCHED_BUDGETS) -> Table:
         f"A value is measured (mean ± s.d. over seeds) where a run's mean MACs lie within "
         f"{MATCH_TOLERANCE:g} percentage point of the budget; † marks a value interpolated "
         "linearly in MACs between the method's two nearest measured budgets; — the budget "
-        "lies outside the method's measured range (no extrapolation)."
+        "lies outside the method's measured range (no extrapolation). Methods with no value "
+        "at any of these budgets are left out."
     ]
     title = "Every method at matched compute (effective MACs as % of the dense baseline)"
     return Table(
@@ -242,6 +245,7 @@ def paper_table(data: ReportData) -> Table:
     notes = [
         "Published: the values the public record attributes to Kong & Fowlkes; the paper's own "
         "tables are not available. Ours: mean ± s.d. over seeds, in the published unit.",
+        *(f"{tag}: {meaning}." for tag, meaning in SOURCES.items()),
     ]
     title = "Published numbers beside ours"
     return Table(title, header, rows, notes, numeric=[False] * 3 + [True, False, True, True, True])

@@ -1,5 +1,6 @@
 # The experiment plan (pag.pipeline.plan) that all rules read: jobs, commands, inputs, values.
 import shutil
+from pathlib import Path
 
 from snakemake.utils import validate
 
@@ -34,3 +35,12 @@ def sync_dvc():
         logger.info("dvc is not installed: dvc.lock not updated")
         return
     logger.info(dvcyaml.commit(PLAN))
+
+
+def caption_of(path):
+    """The caption of a report figure: its family's (ponder_maps_pag -> ponder_maps)."""
+    stem = Path(path).stem
+    for family in ("ponder_maps", "qualitative"):
+        if stem.startswith(family):
+            return family
+    return stem

@@ -37,7 +37,11 @@ rule report:
     output:
         [
             (
-                report(path, category="Figures", caption="../report/figures.rst")
+                report(
+                    path,
+                    category="Figures",
+                    caption=f"../report/{caption_of(path)}.rst",
+                )
                 if path.endswith(".png")
                 else path
             )
