@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import os
 import random
+import re
 from pathlib import Path
 from typing import Any
 
@@ -48,10 +49,21 @@ def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> d
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # truncated, not a torch file, or objects the safe loader refuses
-        raise PagError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc})") from None
+        raise PagError(f"{path}: not a readable checkpoint ({_reason(exc)})") from None
     if not isinstance(payload, dict):
         raise PagError(f"{path}: not a pag checkpoint (a {type(payload).__name__})")
     return payload
+
+
+def _reason(exc: Exception) -> str:
+    """One line on why torch.load failed. For objects the safe unpickler refuses, which global
+    (torch's own message runs to many lines and suggests loading the file unsafely)."""
+    text = str(exc)
+    refused = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if refused:
+        return f"it holds {refused.group(1)}, which the safe loader refuses to run or build"
+    first = re.sub(r"\x1b\[[0-9;]*m", "", text).strip().splitlines()
+    return f"{type(exc).__name__}: {first[0]}" if first else type(exc).__name__
 
 
 def model_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
