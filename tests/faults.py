@@ -14,6 +14,7 @@
     SIGKILL (what a kill in the middle of writing it leaves);
   - `enospc-replace:NAME:K`: cut it likewise, then fail with ENOSPC (a disk that fills up
     while the file is written);
+  - `kill-at:MODULE.ATTR:K`: SIGKILL itself on the K-th call of MODULE.ATTR;
   - `fsize:BYTES`: the kernel refuses to grow any file beyond BYTES (RLIMIT_FSIZE: a real
     failing write(2), EFBIG, in whichever writer hits it).
 * **Helpers**: the `pag` CLI in-process, a small synthetic dataset, run params files, a
@@ -134,11 +135,38 @@ def arm(spec: str) -> None:
             return original(*args, **kwargs)
 
         loop._train_step = train_step
+    elif kind == "kill-at":
+        _arm_call(*arg.rsplit(":", 1))
     elif kind.endswith("-replace"):
         name, _, nth = arg.rpartition(":")
         _arm_replace(kind.removesuffix("-replace"), name, int(nth))
     else:
         raise ValueError(f"unknown fault {spec!r}")
+
+
+def _arm_call(target: str, nth: str) -> None:
+    """SIGKILL on the `nth` call of `target`, a dotted module path and attribute
+    (`mlflow.tracking.MlflowClient.log_batch`)."""
+    import importlib
+
+    parts = target.split(".")
+    for split in range(len(parts) - 1, 0, -1):
+        with contextlib.suppress(ImportError):
+            owner = importlib.import_module(".".join(parts[:split]))
+            break
+    for name in parts[split:-1]:
+        owner = getattr(owner, name)
+    original = getattr(owner, parts[-1])
+    calls = []
+
+    @functools.wraps(original)
+    def wrapper(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == int(nth):
+            _sigkill()
+        return original(*args, **kwargs)
+
+    setattr(owner, parts[-1], wrapper)
 
 
 def _arm_replace(action: str, name: str, nth: int) -> None:
@@ -166,16 +194,33 @@ def _arm_replace(action: str, name: str, nth: int) -> None:
     os.replace = replace
 
 
-def pag_with_fault(
-    args: list[str], fault: str | None = None, *, env: dict | None = None, timeout: float = 300
-) -> subprocess.CompletedProcess:
-    """Run `pag ARGS` in a fresh process with `fault` armed; output captured as text."""
+def start_pag(
+    args: list[str], fault: str | None = None, *, env: dict | None = None
+) -> subprocess.Popen:
+    """Start `pag ARGS` in a fresh process with `fault` armed; output piped as text."""
     environment = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
     environment.pop(FAULT_ENV, None)
     if fault:
         environment[FAULT_ENV] = fault
     command = [sys.executable, str(FAULTS_PY), *map(str, args)]
-    return subprocess.run(command, env=environment, capture_output=True, text=True, timeout=timeout)
+    return subprocess.Popen(
+        command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def finish(process: subprocess.Popen, timeout: float = 300) -> subprocess.CompletedProcess:
+    try:
+        out, err = process.communicate(timeout=timeout)
+    finally:
+        process.kill()
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
+
+def pag_with_fault(
+    args: list[str], fault: str | None = None, *, env: dict | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess:
+    """Run `pag ARGS` in a fresh process with `fault` armed; output captured as text."""
+    return finish(start_pag(args, fault, env=env), timeout)
 
 
 def killed(result: subprocess.CompletedProcess) -> bool:
