@@ -83,10 +83,6 @@ def _aspect(image: np.ndarray) -> float:
     return image.shape[0] / image.shape[1]
 
 
-def _num_classes(data: ReportData) -> int:
-    return len(data.inputs.class_names)
-
-
 def _class_legend(fig: Figure, data: ReportData) -> None:
     names = data.inputs.class_names
     if not names or len(names) > _MAX_LEGEND_CLASSES:
@@ -104,63 +100,63 @@ def _class_legend(fig: Figure, data: ReportData) -> None:
     )
 
 
+def _draw_row(
+    data: ReportData,
+    task: str,
+    sid: str,
+    truth: dict,
+    runs: list[str],
+    input_ax,
+    truth_ax,
+    prediction_axes,
+) -> object:
+    """One image's row: the input, the ground truth and each run's prediction, depth on one
+    scale (the ground truth's range). Returns the last prediction's artist (for a scale bar)."""
+    saved = [data.samples(run)[sid] for run in runs]
+    for run, arrays in zip(runs, saved, strict=True):
+        if task not in arrays:
+            raise MissingInput(f"run {run!r}: no saved {task} prediction for {sid!r}")
+    # float16 on disk; matplotlib draws float32 and up
+    predictions = [
+        a[task].astype(np.float32) if task in ("depth", "normals") else a[task] for a in saved
+    ]
+    gt = truth[sid].get(task)
+    scale = depth_range(gt, predictions) if task == "depth" else None
+    classes = len(data.inputs.class_names)
+    input_ax.imshow(saved[0]["image"])
+    input_ax.set_ylabel(sid.split("/")[-1])
+    if gt is None:
+        truth_ax.text(
+            0.5, 0.5, "no ground truth", ha="center", va="center", transform=truth_ax.transAxes
+        )
+    else:
+        draw_task(truth_ax, task, gt, num_classes=classes, depth_scale=scale, truth=True)
+    artist = None
+    for ax, prediction in zip(prediction_axes, predictions, strict=True):
+        artist = draw_task(ax, task, prediction, num_classes=classes, depth_scale=scale)
+    return artist
+
+
 def qualitative(data: ReportData, task: str) -> Figure:
     """Rows: images; columns: input, ground truth, one per showcase run."""
     runs = showcase_runs(data)
     names = [run for run, _ in runs]
     ids = _common_ids(data, names)
     truth = data.ground_truth(ids)
-    for run in names:
-        for sid in ids:
-            if task not in data.samples(run)[sid]:
-                raise MissingInput(f"run {run!r}: no saved {task} prediction for {sid!r}")
     first = data.samples(names[0])[ids[0]]["image"]
-    ncols = 2 + len(runs)
     with paper_style():
         fig, axes = image_grid(
             len(ids),
-            ncols,
+            2 + len(runs),
             _aspect(first),
             extra_width=0.9 if task == "depth" else 0.3,
             extra_height=0.9 if task == "semantic" else 0.55,
         )
         for r, sid in enumerate(ids):
-            image = data.samples(names[0])[sid]["image"]
-            axes[r, 0].imshow(image)
-            gt = truth[sid].get(task)
-            predictions = [data.samples(run)[sid][task] for run in names]
-            scale = depth_range(gt, predictions) if task == "depth" else None
-            if gt is None:
-                axes[r, 1].text(
-                    0.5,
-                    0.5,
-                    "no ground truth",
-                    ha="center",
-                    va="center",
-                    transform=axes[r, 1].transAxes,
-                )
-            else:
-                draw_task(
-                    axes[r, 1],
-                    task,
-                    gt,
-                    num_classes=_num_classes(data),
-                    depth_scale=scale,
-                    truth=True,
-                )
-            artist = None
-            for c, prediction in enumerate(predictions):
-                artist = draw_task(
-                    axes[r, 2 + c],
-                    task,
-                    prediction.astype(np.float32) if task in ("depth", "normals") else prediction,
-                    num_classes=_num_classes(data),
-                    depth_scale=scale,
-                )
+            artist = _draw_row(data, task, sid, truth, names, axes[r, 0], axes[r, 1], axes[r, 2:])
             if task == "depth":
                 bar = fig.colorbar(artist, ax=axes[r, :], fraction=0.02, pad=0.01)
                 bar.set_label("m")
-            axes[r, 0].set_ylabel(sid.split("/")[-1])
         axes[0, 0].set_title("input")
         axes[0, 1].set_title("ground truth")
         for c, (_, label) in enumerate(runs):
@@ -192,52 +188,30 @@ def ponder_maps(data: ReportData, method: str) -> Figure:
     for run in names:
         if "ponder" not in data.samples(run)[ids[0]]:
             raise MissingInput(f"run {run!r}: its samples hold no ponder map")
-    units = max(
-        [_ponder_units(data, run) for run in names]
-        + [
-            math.ceil(float(np.max(data.samples(run)[sid]["ponder"])))
-            for run in names
-            for sid in ids
-        ]
-    )
+    highest = max(float(np.max(data.samples(run)[sid]["ponder"])) for run in names for sid in ids)
+    units = max([_ponder_units(data, run) for run in names] + [math.ceil(highest)])
     first = data.samples(names[0])[ids[0]]["image"]
-    ncols = 2 + 2 * len(runs)
     with paper_style():
-        fig, axes = image_grid(len(ids), ncols, _aspect(first), extra_width=0.8, extra_height=0.75)
-        ponder_artist = None
+        fig, axes = image_grid(
+            len(ids), 2 + 2 * len(runs), _aspect(first), extra_width=0.8, extra_height=0.75
+        )
+        ponder = None
         for r, sid in enumerate(ids):
-            axes[r, 0].imshow(data.samples(names[0])[sid]["image"])
-            gt = truth[sid].get(task)
-            predictions = [data.samples(run)[sid][task] for run in names]
-            scale = depth_range(gt, predictions) if task == "depth" else None
-            if gt is not None:
-                draw_task(
-                    axes[r, 1],
-                    task,
-                    gt,
-                    num_classes=_num_classes(data),
-                    depth_scale=scale,
-                    truth=True,
-                )
+            _draw_row(data, task, sid, truth, names, axes[r, 0], axes[r, 1], axes[r, 2::2])
             for c, run in enumerate(names):
-                saved = data.samples(run)[sid]
-                draw_task(
-                    axes[r, 2 + 2 * c],
-                    task,
-                    saved[task].astype(np.float32) if task in ("depth", "normals") else saved[task],
-                    num_classes=_num_classes(data),
-                    depth_scale=scale,
+                ponder = axes[r, 3 + 2 * c].imshow(
+                    data.samples(run)[sid]["ponder"].astype(np.float32),
+                    cmap=PONDER_CMAP,
+                    vmin=0,
+                    vmax=units,
                 )
-                ponder_artist = axes[r, 3 + 2 * c].imshow(
-                    saved["ponder"].astype(np.float32), cmap=PONDER_CMAP, vmin=0, vmax=units
-                )
-            axes[r, 0].set_ylabel(sid.split("/")[-1])
         axes[0, 0].set_title("input")
         axes[0, 1].set_title("ground truth")
         for c, (_, label) in enumerate(runs):
-            axes[0, 2 + 2 * c].set_title(label.split("\n")[0] + "\nprediction")
-            axes[0, 3 + 2 * c].set_title("ponder\n" + label.split("\n")[1])
-        bar = fig.colorbar(ponder_artist, ax=axes[:, -1], fraction=0.05, pad=0.02)
+            name, macs = label.split("\n")
+            axes[0, 2 + 2 * c].set_title(f"{name}\nprediction")
+            axes[0, 3 + 2 * c].set_title(f"ponder\n{macs}")
+        bar = fig.colorbar(ponder, ax=axes[:, -1], fraction=0.05, pad=0.02)
         bar.set_label(f"units computed (of {units})")
         fig.suptitle(
             f"{method_label(method)} ponder maps: residual units computed per pixel "
@@ -254,17 +228,14 @@ def multipool_maps(data: ReportData) -> Figure:
         raise MissingInput("multipool_maps: no mp_pag runs in the summary")
     run, label = runs[0]
     ids = _common_ids(data, [run])
-    blocks = sorted(
-        key[len("multipool/") :]
-        for key in data.samples(run)[ids[0]]
-        if key.startswith("multipool/")
-    )
+    prefix = "multipool/"
+    blocks = sorted(k[len(prefix) :] for k in data.samples(run)[ids[0]] if k.startswith(prefix))
     if not blocks:
         raise MissingInput(f"run {run!r}: its samples hold no MultiPool map")
     task = primary_task(data)
     truth = data.ground_truth(ids)
-    count = max(
-        int(data.samples(run)[sid][f"multipool/{b}"].max()) + 1 for sid in ids for b in blocks
+    count = 1 + max(
+        int(data.samples(run)[sid][f"{prefix}{block}"].max()) for sid in ids for block in blocks
     )
     names = list(data.inputs.multipool_branches) or [f"branch {k}" for k in range(count)]
     if count > len(names):
@@ -281,28 +252,15 @@ def multipool_maps(data: ReportData) -> Figure:
             len(ids), 3 + len(blocks), _aspect(first), extra_width=0.2, extra_height=0.8
         )
         for r, sid in enumerate(ids):
-            saved = data.samples(run)[sid]
-            axes[r, 0].imshow(saved["image"])
-            gt = truth[sid].get(task)
-            scale = depth_range(gt, [saved[task]]) if task == "depth" else None
-            if gt is not None:
-                draw_task(
-                    axes[r, 1],
-                    task,
-                    gt,
-                    num_classes=_num_classes(data),
-                    depth_scale=scale,
-                    truth=True,
-                )
-            draw_task(
-                axes[r, 2], task, saved[task], num_classes=_num_classes(data), depth_scale=scale
-            )
+            _draw_row(data, task, sid, truth, [run], axes[r, 0], axes[r, 1], axes[r, 2:3])
             for c, block in enumerate(blocks):
                 # block resolution, stretched over the image so it lines up with the input
                 axes[r, 3 + c].imshow(
-                    saved[f"multipool/{block}"], cmap=cmap, norm=norm, extent=(0, width, height, 0)
+                    data.samples(run)[sid][f"{prefix}{block}"],
+                    cmap=cmap,
+                    norm=norm,
+                    extent=(0, width, height, 0),
                 )
-            axes[r, 0].set_ylabel(sid.split("/")[-1])
         axes[0, 0].set_title("input")
         axes[0, 1].set_title("ground truth")
         axes[0, 2].set_title(label.replace("\n", " "))

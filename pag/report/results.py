@@ -5,7 +5,6 @@ malformed one fails with its name rather than as a wrong figure later."""
 from __future__ import annotations
 
 import json
-import math
 import zipfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -16,20 +15,10 @@ import numpy as np
 import pandas as pd
 
 from pag.errors import PagError
+from pag.pipeline.summary import SUMMARY_COLUMNS
 from pag.report.style import METHODS
 
-COLUMNS = (
-    "run",
-    "method",
-    "budget",
-    "seed",
-    "dataset",
-    "task",
-    "metric",
-    "value",
-    "effective_macs",
-    "dense_macs",
-)
+COLUMNS = SUMMARY_COLUMNS  # summary.csv, as pag.pipeline.summary writes it
 # the (task, metric) panels of the accuracy-versus-compute figure and the tables' columns
 HEADLINE = (
     ("semantic", "miou"),
@@ -310,7 +299,3 @@ def _truth_arrays(sample: Mapping[str, Any]) -> dict[str, np.ndarray]:
             array = array.max(axis=0) if array.ndim == 3 else array
         out[task] = array
     return out
-
-
-def finite(value: Any) -> bool:
-    return isinstance(value, int | float) and math.isfinite(value)
