@@ -3,7 +3,6 @@ exactly the effective MACs, edge cases of masks, forced masks, bad input, `pag e
 --sparse`."""
 
 import json
-import math
 
 import pytest
 import test_evaluate
@@ -18,8 +17,8 @@ from pag.errors import PagError
 from pag.flops import measure_macs
 from pag.models import build_model, gating
 from pag.models.resnet import BasicBlock, Bottleneck, conv1x1
-from pag.sparse import SparseExecutor, kernels
-from pag.sparse.blocks import BlockExecutor, Context
+from pag.sparse import Policy, SparseExecutor, kernels
+from pag.sparse.blocks import BlockExecutor, Context, bucketed
 from pag.sparse.decisions import PixelDecision
 from pag.sparse.forcing import blob_mask, blob_masks, force_gates
 from pag.training.evaluate import evaluate
@@ -182,7 +181,7 @@ def test_trunk_runs_exactly_the_effective_macs(monkeypatch, mode):
     dense = sum(m.dense for m in trunk.values()) * 2
     assert effective < 0.9 * dense
     counted = CountedMacs(monkeypatch)
-    SparseExecutor(model, dense_above=1.0).features(x)
+    SparseExecutor(model, policy=Policy(1.0, 1.0, 0.0, bucket_rows=False)).features(x)
     assert counted.total == effective
 
 
@@ -202,7 +201,7 @@ def gate_on_channel0(block, mode, stride=1):
 
 def run_block(block, x):
     """The block through the executor as the model-level executor runs it."""
-    unit = BlockExecutor("block", block, Context(0.9))
+    unit = BlockExecutor("block", block, Context(Policy(), bucket=True))
     fm = kernels.FeatureMap.from_nchw(x.contiguous(memory_format=torch.channels_last).clone())
     on = PixelDecision(block.gate)(fm)
     rows = kernels.rows_of(on)
@@ -266,6 +265,17 @@ def test_single_corner_pixel_in_every_block_of_a_model():
     )
 
 
+def test_row_counts_are_bucketed_to_a_few_shapes():
+    sizes = [bucketed(count) for count in range(1, 5000)]
+    assert all(count <= size <= max(count * 1.125, count) for count, size in enumerate(sizes, 1))
+    assert sizes[:16] == list(range(1, 17)) and bucketed(58) == 60 and bucketed(1229) == 1280
+    assert len(set(sizes[2048:4096])) == 8  # 8 shapes per octave
+    ctx = Context(Policy(), bucket=True)
+    index = torch.tensor([5, 9, 2] * 6)  # 18 rows -> 18; 17 -> 18
+    assert ctx.padded(index[:17]).tolist() == [*index[:17].tolist(), 5]
+    assert Context(Policy(bucket_rows=False), bucket=True).padded(index[:17]).shape == (17,)
+
+
 # -- forced masks ------------------------------------------------------------------------------
 
 
@@ -323,17 +333,17 @@ def test_bad_models_and_inputs():
         executor(torch.randn(3, 32, 32))
     with pytest.raises(PagError, match=r"torch\.float64"):
         executor(torch.randn(1, 3, 32, 32, dtype=torch.float64))
-    with pytest.raises(PagError, match="dense_above"):
-        SparseExecutor(small("pag", 0.5), dense_above=0.0)
+    with pytest.raises(PagError, match="dense_above must be a fraction"):
+        Policy(dense_above=0.0)
 
 
-def test_dense_fallback_is_exact_at_any_threshold():
-    model = small("pag", 0.5, gate_mode="conv3x3")
+@pytest.mark.parametrize("mode", ["conv3x3", "residual"])
+def test_dense_fallback_is_exact_at_any_threshold(mode):
+    model = small("pag", 0.5, gate_mode=mode)
     randomise("gate.conv", model, 0.5, [0.0, 0.0])
     x = torch.randn(2, 3, 37, 45)
-    for dense_above in (1e-9, 0.5, 1.0):
-        compare(model, x, SparseExecutor(model, dense_above=dense_above))
-    assert math.isclose(SparseExecutor(model).ctx.dense_above, 0.9)
+    for policy in (Policy.always_dense(), Policy(0.5, 0.5, 0.0), Policy(1.0, 1.0, 0.0)):
+        compare(model, x, SparseExecutor(model, policy=policy))
 
 
 # -- pag evaluate --sparse ---------------------------------------------------------------------

@@ -8,6 +8,7 @@ BatchNorm folded. Its output equals the model's masked dense eval forward to flo
 activity (`benchmarks/sparse_speed.py`).
 """
 
-from pag.sparse.executor import DEFAULT_DENSE_ABOVE, GATED_METHODS, SparseExecutor
+from pag.sparse.blocks import Policy
+from pag.sparse.executor import GATED_METHODS, SparseExecutor
 
-__all__ = ["DEFAULT_DENSE_ABOVE", "GATED_METHODS", "SparseExecutor"]
+__all__ = ["GATED_METHODS", "Policy", "SparseExecutor"]

@@ -24,6 +24,8 @@ in place (a skipped pixel's output is its input, since block inputs are ReLU out
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor, nn
 
@@ -40,19 +42,75 @@ from pag.sparse.kernels import (
 )
 
 
+@dataclass(frozen=True)
+class Policy:
+    """When a layer runs its dense convolution instead of gathering active positions.
+
+    A k x k conv runs dense when at least `dense_above` of its outputs are active, unless its
+    dense cost is below `small_conv_macs`: on small maps the dense convolution is so
+    inefficient that gathering wins even at full activity. A 1x1 conv whose input rows are
+    a subset (the neighbourhood a 3x3 reads) runs on every row when at least
+    `rows_dense_above` of them are needed. The defaults are measured on the development
+    machine (docs/decisions.md).
+
+    `bucket_rows`: with oneDNN, round each product's row count up (to 1/8 of its power of
+    two): oneDNN builds a kernel per shape, about 1 ms each, and the active counts change
+    with every image; bucketed, a few shapes per layer recur and hit its cache."""
+
+    dense_above: float = 0.85
+    rows_dense_above: float = 0.8
+    small_conv_macs: float = 1e8
+    bucket_rows: bool = True
+
+    def __post_init__(self):
+        for name in ("dense_above", "rows_dense_above"):
+            value = getattr(self, name)
+            if not 0.0 < value <= 1.0:
+                raise PagError(f"{name} must be a fraction in (0, 1], got {value!r}")
+        if not self.small_conv_macs >= 0:
+            raise PagError(f"small_conv_macs must be >= 0, got {self.small_conv_macs!r}")
+
+    @staticmethod
+    def always_dense() -> Policy:
+        """Every layer dense (masks still applied): the executor without its sparsity."""
+        return Policy(dense_above=1e-9, rows_dense_above=1e-9, small_conv_macs=0.0)
+
+
 class Context:
     """What every block of one executor shares: tap tables, the gather workspace and the
-    activity above which a layer runs dense."""
+    dense-or-gather policy."""
 
-    def __init__(self, dense_above: float):
-        if not 0.0 < dense_above <= 1.0:
-            raise PagError(f"dense_above must be a fraction in (0, 1], got {dense_above!r}")
-        self.dense_above = dense_above
+    def __init__(self, policy: Policy, bucket: bool):
+        self.policy = policy
+        self.bucket = bucket and policy.bucket_rows
         self.tables = NeighbourTables()
         self.workspace = Workspace()
 
-    def runs_dense(self, active: int, total: int) -> bool:
-        return total > 0 and active >= self.dense_above * total
+    def padded(self, index: Tensor) -> Tensor:
+        """`index` extended to its bucketed length with copies of its first entry (rows
+        computed and discarded: callers keep the first len(index) results)."""
+        count = index.shape[0]
+        if not self.bucket or count == 0:
+            return index
+        size = bucketed(count)
+        return index if size == count else torch.cat([index, index[:1].expand(size - count)])
+
+    def conv_runs_dense(self, active: int, total: int, conv: Conv) -> bool:
+        p = self.policy
+        return (
+            total > 0
+            and active >= p.dense_above * total
+            and total * conv.macs_per_position >= p.small_conv_macs
+        )
+
+    def rows_run_dense(self, needed: int, total: int) -> bool:
+        return needed >= self.policy.rows_dense_above * total
+
+
+def bucketed(count: int) -> int:
+    """`count` rounded up to a multiple of 1/8 of its power of two (at most 12.5 % more)."""
+    step = 1 << max(0, count.bit_length() - 4)
+    return -(-count // step) * step
 
 
 class BlockExecutor:
@@ -113,14 +171,18 @@ class BlockExecutor:
         the zero sentinel row; the rows not asked for are left unset (never read)."""
         h, w = self.branch_input_size(x)
         count = x.n * h * w
-        out = x.rows.new_empty(count + 1, self.conv2.in_channels)
+        out = self.ctx.workspace.take("branch_input", count + 1, self.conv2.in_channels, x.rows)
         out[count].zero_()
+        if self.ctx.rows_run_dense(rows.shape[0], count):
+            out[:count] = self.branch_input(x).rows
+            return out
+        padded = self.ctx.padded(rows)
         if self.bottleneck:
-            values = self.conv1(x.rows.index_select(0, rows), relu=True)
+            values = self.conv1(self.ctx.workspace.gather("rows", x.rows, padded), relu=True)
         else:
             taps = self.ctx.tables.taps(x, self.conv1.geometry)
-            values = self.conv1.at(x.with_sentinel(), taps, rows, self.ctx.workspace, relu=True)
-        out.index_copy_(0, rows, values)
+            values = self.conv1.at(x.with_sentinel(), taps, padded, self.ctx.workspace, relu=True)
+        out.index_copy_(0, rows, values[: rows.shape[0]])
         return out
 
     def stage(self, h: FeatureMap) -> FeatureMap:
@@ -151,7 +213,7 @@ class BlockExecutor:
         h_map = FeatureMap(x.rows, x.n, *h_size)  # geometry only
         ho, wo = self.conv2.geometry.out_size(*h_size)
         stride = self.conv2.geometry.stride
-        dense = self.ctx.runs_dense(rows.shape[0], on.shape[0])
+        dense = self.ctx.conv_runs_dense(rows.shape[0], on.shape[0], self.conv2)
         tables, ws = self.ctx.tables, self.ctx.workspace
         if stride == 1:
             h = self.branch_input(x)
@@ -160,9 +222,11 @@ class BlockExecutor:
             else:
                 source = h.with_sentinel()
                 taps = tables.taps(h, self.conv2.geometry)
-                computed = self.conv2.at(source, taps, rows, ws, relu=self.bottleneck)
+                computed = self.conv2.at(
+                    source, taps, self.ctx.padded(rows), ws, relu=self.bottleneck
+                )
                 mixed = source[:-1]
-                mixed.index_copy_(0, rows, computed)
+                mixed.index_copy_(0, rows, computed[: rows.shape[0]])
         else:  # the pass-through reads the 3x3 input on the stride grid
             grid = tables.grid(h_map, stride)
             if dense:
@@ -171,12 +235,12 @@ class BlockExecutor:
                 mixed = torch.where(on[:, None], self.stage(h).rows, passed)
             else:
                 taps = tables.taps(h_map, self.conv2.geometry)
-                neighbours = taps.index_select(0, rows)
-                needed = union_rows(h_map.positions, grid, neighbours)
+                neighbours = taps.index_select(0, self.ctx.padded(rows))
+                needed = union_rows(h_map.positions, grid, neighbours[: rows.shape[0]])
                 source = self.branch_input_at(x, needed)
                 computed = self.conv2.at(source, neighbours, None, ws, relu=self.bottleneck)
                 mixed = source.index_select(0, grid)
-                mixed.index_copy_(0, rows, computed)
+                mixed.index_copy_(0, rows, computed[: rows.shape[0]])
         return FeatureMap(self.finish(mixed, self.shortcut(x)), x.n, ho, wo)
 
     def residual_gated(self, x: FeatureMap, on: Tensor, rows: Tensor) -> FeatureMap:
@@ -186,19 +250,23 @@ class BlockExecutor:
         h_map = FeatureMap(x.rows, x.n, *h_size)
         ho, wo = self.conv2.geometry.out_size(*h_size)
         shortcut = self.shortcut(x)
-        if self.ctx.runs_dense(rows.shape[0], on.shape[0]):
+        if self.ctx.conv_runs_dense(rows.shape[0], on.shape[0], self.conv2):
             h = self.branch_input(x)
             residual = self.branch_output(self.stage(h).rows)
             out = torch.addcmul(shortcut, on[:, None].to(residual.dtype), residual).relu_()
             return FeatureMap(out, x.n, ho, wo)
+        count = rows.shape[0]
+        padded = self.ctx.padded(rows)
+        base = self.ctx.workspace.gather("shortcut", shortcut, padded)
         # skipped pixels keep relu(shortcut): the input itself for an identity shortcut
-        out = shortcut if self.downsample is None else shortcut.relu()
-        if rows.shape[0]:
+        out = shortcut if self.downsample is None else shortcut.relu_()
+        if count:
             taps = self.ctx.tables.taps(h_map, self.conv2.geometry)
-            neighbours = taps.index_select(0, rows)
-            source = self.branch_input_at(x, union_rows(h_map.positions, neighbours))
+            neighbours = taps.index_select(0, padded)
+            needed = union_rows(h_map.positions, neighbours[:count])
+            source = self.branch_input_at(x, needed)
             mid = self.conv2.at(source, neighbours, None, self.ctx.workspace, relu=self.bottleneck)
-            out.index_copy_(0, rows, self.finish(mid, shortcut.index_select(0, rows)))
+            out.index_copy_(0, rows, self.finish(mid, base)[:count])
         return FeatureMap(out, x.n, ho, wo)
 
     def image_gated(self, x: FeatureMap, on: Tensor) -> FeatureMap:
@@ -209,12 +277,12 @@ class BlockExecutor:
             return self.dense(x)
         shortcut = self.shortcut(x)
         ho, wo = self.conv2.geometry.out_size(*self.branch_input_size(x))
-        out = shortcut if self.downsample is None else shortcut.relu()
+        base = shortcut.view(x.n, ho * wo, -1).index_select(0, images)
+        out = shortcut if self.downsample is None else shortcut.relu_()
         if images.shape[0]:
             chosen = x.rows.view(x.n, -1, x.channels).index_select(0, images)
             sub = FeatureMap(chosen.view(-1, x.channels), images.shape[0], x.h, x.w)
             mid = self.stage(self.branch_input(sub)).rows
-            base = shortcut.view(x.n, ho * wo, -1).index_select(0, images)
             new = self.finish(mid, base.view(mid.shape[0], -1))
             out.view(x.n, ho * wo, -1).index_copy_(
                 0, images, new.view(images.shape[0], ho * wo, -1)
@@ -265,12 +333,12 @@ class MultiPoolExecutor:
             rows = (choice == k).nonzero().squeeze(1)
             if rows.shape[0] == 0:
                 continue
-            if ctx.runs_dense(rows.shape[0], choice.shape[0]):
+            if ctx.conv_runs_dense(rows.shape[0], choice.shape[0], branch):
                 values = branch.dense(h, relu=self.relu).rows.index_select(0, rows)
             else:
                 taps = ctx.tables.taps(h, branch.geometry)
-                values = branch.at(source, taps, rows, ctx.workspace, relu=self.relu)
-            computed.append((rows, values))
+                values = branch.at(source, taps, ctx.padded(rows), ctx.workspace, relu=self.relu)
+            computed.append((rows, values[: rows.shape[0]]))
         mixed = source[:-1]  # every gather is done: the skip rows keep h
         for rows, values in computed:
             mixed.index_copy_(0, rows, values)

@@ -21,7 +21,6 @@ from pag.sparse.kernels import (
     FeatureMap,
     Geometry,
     Linear,
-    NeighbourTables,
     bn_affine,
     folded,
     union_rows,
@@ -69,11 +68,11 @@ class HaltingExecutor:
         g_weight = head.global_conv.weight.detach().double().reshape(1, -1)
         self.pooled = Linear((g_weight * g_scale).to(dtype), (g_weight @ g_shift).to(dtype))
 
-    def __call__(self, state: FeatureMap, rows: Tensor | None, tables: NeighbourTables) -> Tensor:
+    def __call__(self, state: FeatureMap, rows: Tensor | None, ctx) -> Tensor:
         """Halting scores as an N x 1 x H x W map, computed at `rows` (all if None); other
         positions hold 0 (they have halted, and the halting rule ignores them)."""
         pooled = self.pooled(state.rows.view(state.n, -1, state.channels).mean(1))  # N x 1
-        taps = tables.taps(state, self.geometry)
+        taps = ctx.tables.taps(state, self.geometry)
         count = state.positions
         if rows is None:
             projected = torch.cat([self.project(state.rows), state.rows.new_zeros(1, self.taps)])
@@ -83,7 +82,8 @@ class HaltingExecutor:
             needed = union_rows(count, neighbours)
             projected = state.rows.new_empty(count + 1, self.taps)
             projected[count].zero_()
-            projected.index_copy_(0, needed, self.project(state.rows.index_select(0, needed)))
+            gathered = ctx.workspace.gather("rows", state.rows, ctx.padded(needed))
+            projected.index_copy_(0, needed, self.project(gathered)[: needed.shape[0]])
         tap = torch.arange(self.taps, device=taps.device)
         local = projected.view(-1).index_select(0, (neighbours * self.taps + tap).reshape(-1))
         local = local.view(-1, self.taps).sum(1) + self.local_bias

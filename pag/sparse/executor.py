@@ -32,14 +32,19 @@ from pag.models.heads import finish_prediction
 from pag.models.layer_skip import BlockGate
 from pag.models.model import DensePredictionModel
 from pag.models.sact import Halting, SACTStageRunner, _SACTAux
-from pag.sparse.blocks import BlockExecutor, Context
+from pag.sparse.blocks import BlockExecutor, Context, Policy
 from pag.sparse.decisions import HaltingExecutor, ImageDecision, PixelDecision
-from pag.sparse.kernels import Conv, FeatureMap, Geometry, Linear, folded, rows_of
+from pag.sparse.kernels import (
+    Conv,
+    FeatureMap,
+    Geometry,
+    Linear,
+    folded,
+    onednn_enabled,
+    rows_of,
+)
 
 GATED_METHODS = ("pag", "mp_pag", "layer_skip", "sact")
-# a layer whose active fraction reaches this runs its dense conv instead of gathering
-# (chosen by measurement: benchmarks/sparse_speed.py, see docs/decisions.md)
-DEFAULT_DENSE_ABOVE = 0.9
 
 
 @dataclass
@@ -70,14 +75,14 @@ class SparseExecutor:
 
     `require_gates` (default): refuse a model that decides nothing (dense, truncation,
     multipool_avg); with False such a model runs densely through the same kernels.
-    `dense_above`: the active fraction at which a layer runs its dense conv."""
+    `policy`: when a layer runs its dense conv instead of gathering (`Policy`)."""
 
     def __init__(
         self,
         model: nn.Module,
         *,
         require_gates: bool = True,
-        dense_above: float = DEFAULT_DENSE_ABOVE,
+        policy: Policy | None = None,
     ):
         if not isinstance(model, DensePredictionModel):
             raise PagError(
@@ -90,7 +95,11 @@ class SparseExecutor:
                 f"the sparse executor knows SACT's stage runner only, got {type(runner).__name__}"
             )
         self.method = model.method
-        self.ctx = Context(dense_above)
+        weight = model.trunk.conv1.weight
+        self.ctx = Context(
+            policy if policy is not None else Policy(),
+            bucket=onednn_enabled(weight.device, weight.dtype),
+        )
         self.sact_eps = runner.eps if runner is not None else None
         with torch.no_grad():
             trunk = model.trunk
@@ -222,7 +231,7 @@ class SparseExecutor:
             if i == len(stage) - 1:
                 p = acc.step(None)
             else:
-                p = acc.step(unit.halting(state, rows, self.ctx.tables).float())
+                p = acc.step(unit.halting(state, rows, self.ctx).float())
             p = p.reshape(-1, 1).to(state.rows.dtype)
             if out is None:
                 out = p * state.rows

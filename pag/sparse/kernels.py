@@ -233,15 +233,17 @@ def union_rows(count: int, *index_sets: Tensor) -> Tensor:
 
 
 class Workspace:
-    """One reusable buffer for im2col gathers: large fresh allocations cost page faults
-    (on the development machine a fresh 75 MB gather took 35 ms, a reused one 3 ms)."""
+    """Reusable buffers, one per named slot, for gathers whose result is consumed at once:
+    large fresh allocations cost page faults (on the development machine a fresh 75 MB
+    gather took 35 ms, one into a reused buffer 3 ms)."""
 
     def __init__(self):
-        self._buffer: Tensor | None = None
+        self._buffers: dict[str, Tensor] = {}
 
-    def take(self, rows: int, cols: int, like: Tensor) -> Tensor:
+    def take(self, slot: str, rows: int, cols: int, like: Tensor) -> Tensor:
+        """An uninitialised rows x cols buffer, valid until `slot` is taken again."""
         numel = rows * cols
-        buf = self._buffer
+        buf = self._buffers.get(slot)
         if (
             buf is None
             or buf.numel() < numel
@@ -249,8 +251,13 @@ class Workspace:
             or buf.device != like.device
         ):
             buf = torch.empty(max(numel, 1), dtype=like.dtype, device=like.device)
-            self._buffer = buf
+            self._buffers[slot] = buf
         return buf[:numel].view(rows, cols)
+
+    def gather(self, slot: str, source: Tensor, index: Tensor) -> Tensor:
+        """source.index_select(0, index) into the slot's buffer."""
+        out = self.take(slot, index.shape[0], source.shape[1], source)
+        return torch.index_select(source, 0, index, out=out)
 
 
 class Conv:
@@ -265,6 +272,7 @@ class Conv:
         # im2col weight: column t * C_in + c is tap t = (ky, kx) row-major, channel c
         self.gathered = Linear(weight.permute(0, 2, 3, 1).reshape(c_out, -1), bias)
         self.in_channels = c_in
+        self.macs_per_position = weight[0].numel() * c_out
 
     @staticmethod
     def of(conv: nn.Conv2d, bn: nn.BatchNorm2d | None = None, scale: float = 1.0) -> Conv:
@@ -294,7 +302,5 @@ class Conv:
         count = neighbours.shape[0]
         if count == 0:
             return source.new_empty(0, self.gathered.out_features)
-        flat = neighbours.reshape(-1)
-        gathered = workspace.take(flat.shape[0], self.in_channels, source)
-        torch.index_select(source, 0, flat, out=gathered)
+        gathered = workspace.gather("im2col", source, neighbours.reshape(-1))
         return self.gathered(gathered.view(count, -1), relu=relu)
