@@ -27,6 +27,14 @@ share of the ideal time saving realised (undefined at 100 %); `speedup_vs_engine
 at rates of 70 % and below, measured >= 0.7 x ideal; at 100 %, at most 5 % slower than
 dense.
 
+`--run RUN_DIR ...` adds, for trained runs (PAG or any method with decisions), one line each:
+every path on each of the first `--images` evaluation images with the model's own decisions,
+so masks and active counts change from image to image as in real use (`rate` is then the
+mean fraction of pixels the PAG gates compute). Times are of a second pass over the images:
+the first (`sparse_first_pass_ms`) includes oneDNN building a kernel for each new bucketed
+row count, which a long evaluation amortises. `--trunks` with no names skips the forced
+configurations.
+
 One JSON line per configuration after a header line (machine, threads, torch). Defaults take
 about 5 minutes on 2 cores.
 
@@ -35,7 +43,7 @@ time of its one thread, which waiting for the CPU does not inflate.
 
 Run: python benchmarks/sparse_speed.py [--trunks synthetic resnet50] [--modes conv3x3 residual]
      [--rates 1 0.9 0.7 0.5 0.3] [--repeats 15 2] [--dense-above F] [--full-model]
-     [--threads N] [--clock wall|cpu]
+     [--threads N] [--clock wall|cpu] [--run RUN_DIR ... [--images 20] [--data-root DIR]]
 """
 
 from __future__ import annotations
@@ -193,6 +201,76 @@ def benchmark_trunk(name: str, mode: str, args) -> None:
         print(json.dumps(row), flush=True)
 
 
+def benchmark_run(run_dir: str, args) -> None:
+    """A trained run's model on its evaluation images, every path on every image with the
+    model's own decisions (no forced masks): the activity the gates chose, masks that
+    change from image to image."""
+    from pag.data.transforms import Normalize
+    from pag.training.evaluate import load_model, load_run, open_split
+
+    params, final = load_run(run_dir)
+    model = load_model(params, final, torch.device("cpu"))
+    dataset = open_split(params, args.split, args.data_root)
+    sparse = SparseExecutor(model, policy=policy_of(args))
+    engine_dense = SparseExecutor(model, policy=Policy.always_dense())
+    model_cl = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    clock = CLOCKS[args.clock]
+    totals = dict.fromkeys(("dense", "dense_cl", "sparse", "engine_dense"), 0.0)
+    dense_macs = effective_macs = 0.0
+    rates, diffs = [], []
+    count = min(args.images, len(dataset))
+    images = [Normalize()({"image": dataset[i]["image"]})["image"][None] for i in range(count)]
+    cold = 0.0
+    with torch.no_grad():
+        for x in images:  # first pass: oneDNN builds the kernels of the bucketed shapes
+            ms, _ = timed(lambda x=x: sparse.features(x), clock)
+            cold += ms
+        for index in range(-1, count):  # image 0 once more untimed: the dense paths' warm-up
+            x = images[max(index, 0)]
+            x_cl = x.contiguous(memory_format=torch.channels_last)
+            paths = {
+                "dense": lambda x=x: model.features(x),
+                "dense_cl": lambda x_cl=x_cl: model_cl.features(x_cl),
+                "sparse": lambda x=x: sparse.features(x),
+                "engine_dense": lambda x=x: engine_dense.features(x),
+            }
+            outputs = {}
+            for key, fn in paths.items():
+                ms, outputs[key] = timed(fn, clock)
+                if index >= 0:
+                    totals[key] += ms
+            if index < 0:
+                continue
+            dense, effective = trunk_macs(model, x)
+            dense_macs, effective_macs = dense_macs + dense, effective_macs + effective
+            gates = sparse(x)["aux"].get("gates", {})
+            if gates:
+                rates.append(float(torch.stack([g[:, 1].mean() for g in gates.values()]).mean()))
+            diffs.append(max_rel_diff(outputs["sparse"], outputs["dense"]))
+    best_dense = min(totals["dense"], totals["dense_cl"])
+    ideal = dense_macs / effective_macs
+    measured = best_dense / totals["sparse"]
+    versus_engine = totals["engine_dense"] / totals["sparse"]
+    row = {
+        "run": str(run_dir),
+        "method": params.method,
+        "budget": params.budget,
+        "gate_mode": params.model.gate_mode if params.method == "pag" else None,
+        "images": count,
+        "rate": round(sum(rates) / len(rates), 4) if rates else None,
+        "timed": "trunk",
+        "ideal_speedup": round(ideal, 4),
+        **{f"{key}_ms": round(value / count, 3) for key, value in totals.items()},
+        "sparse_first_pass_ms": round(cold / count, 3),
+        "measured_speedup": round(measured, 4),
+        "fraction_of_ideal": round(measured / ideal, 4),
+        "speedup_vs_engine_dense": round(versus_engine, 4),
+        "fraction_of_ideal_vs_engine": round(versus_engine / ideal, 4),
+        "max_rel_diff": max(diffs),
+    }
+    print(json.dumps(row), flush=True)
+
+
 def policy_of(args) -> Policy:
     return Policy(args.dense_above, args.rows_dense_above, args.small_conv_macs)
 
@@ -207,7 +285,7 @@ def max_rel_diff(sparse, dense) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--trunks", nargs="+", choices=sorted(TRUNKS), default=list(TRUNKS))
+    parser.add_argument("--trunks", nargs="*", choices=sorted(TRUNKS), default=list(TRUNKS))
     parser.add_argument("--modes", nargs="+", default=["conv3x3", "residual"])
     parser.add_argument("--rates", nargs="+", type=float, default=[1.0, 0.9, 0.7, 0.5, 0.3])
     parser.add_argument(
@@ -232,6 +310,15 @@ def main() -> None:
         help="wall: elapsed time; cpu: this thread's CPU time, which time-sharing with other "
         "processes does not inflate (needs --threads 1)",
     )
+    parser.add_argument(
+        "--run",
+        nargs="*",
+        default=[],
+        help="trained run directories: also time them on their own evaluation images",
+    )
+    parser.add_argument("--split", default="val", help="--run: the split to read images from")
+    parser.add_argument("--data-root", default=None, help="--run: the data root")
+    parser.add_argument("--images", type=int, default=20, help="--run: images per run")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -251,6 +338,8 @@ def main() -> None:
     for name in args.trunks:
         for mode in args.modes:
             benchmark_trunk(name, mode, args)
+    for run_dir in args.run:
+        benchmark_run(run_dir, args)
 
 
 if __name__ == "__main__":

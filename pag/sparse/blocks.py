@@ -186,8 +186,15 @@ class BlockExecutor:
         return out
 
     def stage(self, h: FeatureMap) -> FeatureMap:
-        """The 3x3 stage at every position: relu(bn2(conv2(h))) (Bottleneck) or bn2(conv2(h))."""
-        return self.conv2.dense(h, relu=self.bottleneck)
+        """The 3x3 stage at every position: relu(bn2(conv2(h))) (Bottleneck) or bn2(conv2(h)),
+        by the dense conv, or on a small layer by gathering every position (faster there)."""
+        ho, wo = self.conv2.geometry.out_size(h.h, h.w)
+        total = h.n * ho * wo
+        if self.ctx.conv_runs_dense(total, total, self.conv2):
+            return self.conv2.dense(h, relu=self.bottleneck)
+        taps = self.ctx.tables.taps(h, self.conv2.geometry)
+        out = self.conv2.at(h.with_sentinel(), taps, None, self.ctx.workspace, self.bottleneck)
+        return FeatureMap(out, h.n, ho, wo)
 
     def finish(self, mid: Tensor, shortcut: Tensor) -> Tensor:
         """relu(shortcut + branch_output(mid)) on matching rows."""
@@ -213,6 +220,8 @@ class BlockExecutor:
         h_map = FeatureMap(x.rows, x.n, *h_size)  # geometry only
         ho, wo = self.conv2.geometry.out_size(*h_size)
         stride = self.conv2.geometry.stride
+        if rows.shape[0] == on.shape[0]:  # every pixel computes
+            return self.dense(x)
         dense = self.ctx.conv_runs_dense(rows.shape[0], on.shape[0], self.conv2)
         tables, ws = self.ctx.tables, self.ctx.workspace
         if stride == 1:
@@ -249,6 +258,8 @@ class BlockExecutor:
         h_size = self.branch_input_size(x)
         h_map = FeatureMap(x.rows, x.n, *h_size)
         ho, wo = self.conv2.geometry.out_size(*h_size)
+        if rows.shape[0] == on.shape[0]:  # every pixel computes
+            return self.dense(x)
         shortcut = self.shortcut(x)
         if self.ctx.conv_runs_dense(rows.shape[0], on.shape[0], self.conv2):
             h = self.branch_input(x)

@@ -63,7 +63,7 @@ class HaltingExecutor:
         dtype = head.local_conv.weight.dtype
         self.project = Linear((per_tap * scale).to(dtype), (per_tap @ shift).to(dtype))
         self.taps = per_tap.shape[0]
-        self.local_bias = head.local_conv.bias.detach().reshape(())
+        self.local_bias = head.local_conv.bias.detach().clone().reshape(())
         g_scale, g_shift = bn_affine(head.global_bn)
         g_weight = head.global_conv.weight.detach().double().reshape(1, -1)
         self.pooled = Linear((g_weight * g_scale).to(dtype), (g_weight @ g_shift).to(dtype))
