@@ -43,7 +43,8 @@ time of its one thread, which waiting for the CPU does not inflate.
 
 Run: python benchmarks/sparse_speed.py [--trunks synthetic resnet50] [--modes conv3x3 residual]
      [--rates 1 0.9 0.7 0.5 0.3] [--repeats 15 2] [--dense-above F] [--full-model]
-     [--threads N] [--clock wall|cpu] [--run RUN_DIR ... [--images 20] [--data-root DIR]]
+     [--threads N] [--clock wall|cpu] [--device cpu|cuda]
+     [--run RUN_DIR ... [--images 20] [--data-root DIR]]
 """
 
 from __future__ import annotations
@@ -100,11 +101,16 @@ def warm_batchnorm(model: torch.nn.Module, size: tuple[int, int], seed: int = 0)
 
 
 CLOCKS = {"wall": time.perf_counter, "cpu": time.thread_time}
+DEVICE = torch.device("cpu")  # --device
 
 
 def timed(fn, clock) -> tuple[float, torch.Tensor]:
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
     start = clock()
     out = fn()
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
     return (clock() - start) * 1e3, out
 
 
@@ -127,7 +133,8 @@ def benchmark_trunk(name: str, mode: str, args) -> None:
     torch.manual_seed(0)
     model = build_model("pag", 0.5, tasks=spec["tasks"], gate_mode=mode, **spec["model"])
     warm_batchnorm(model, spec["size"])
-    x = torch.randn(1, 3, *spec["size"], generator=torch.Generator().manual_seed(1))
+    model.to(DEVICE)
+    x = torch.randn(1, 3, *spec["size"], generator=torch.Generator().manual_seed(1)).to(DEVICE)
     sparse = SparseExecutor(model, policy=policy_of(args))
     engine_dense = SparseExecutor(model, policy=Policy.always_dense())
     model_cl = copy.deepcopy(model).to(memory_format=torch.channels_last)
@@ -209,7 +216,7 @@ def benchmark_run(run_dir: str, args) -> None:
     from pag.training.evaluate import load_model, load_run, open_split
 
     params, final = load_run(run_dir)
-    model = load_model(params, final, torch.device("cpu"))
+    model = load_model(params, final, DEVICE)
     dataset = open_split(params, args.split, args.data_root)
     sparse = SparseExecutor(model, policy=policy_of(args))
     engine_dense = SparseExecutor(model, policy=Policy.always_dense())
@@ -219,7 +226,9 @@ def benchmark_run(run_dir: str, args) -> None:
     dense_macs = effective_macs = 0.0
     rates, diffs = [], []
     count = min(args.images, len(dataset))
-    images = [Normalize()({"image": dataset[i]["image"]})["image"][None] for i in range(count)]
+    images = [
+        Normalize()({"image": dataset[i]["image"]})["image"][None].to(DEVICE) for i in range(count)
+    ]
     cold = 0.0
     with torch.no_grad():
         for x in images:  # first pass: oneDNN builds the kernels of the bucketed shapes
@@ -319,11 +328,14 @@ def main() -> None:
     parser.add_argument("--split", default="val", help="--run: the split to read images from")
     parser.add_argument("--data-root", default=None, help="--run: the data root")
     parser.add_argument("--images", type=int, default=20, help="--run: images per run")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (timed with synchronisation)")
     args = parser.parse_args()
+    global DEVICE
+    DEVICE = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.clock == "cpu" and torch.get_num_threads() != 1:
-        parser.error("--clock cpu measures one thread: use it with --threads 1")
+    if args.clock == "cpu" and (torch.get_num_threads() != 1 or DEVICE.type != "cpu"):
+        parser.error("--clock cpu measures one CPU thread: use it with --threads 1 on the CPU")
     header = {
         "machine": cpu_model(),
         "cores": os.cpu_count(),
@@ -331,6 +343,8 @@ def main() -> None:
         "load_average": [round(v, 2) for v in os.getloadavg()],
         "torch": torch.__version__,
         "onednn": torch.backends.mkldnn.is_available(),
+        "device": str(DEVICE)
+        + (f" ({torch.cuda.get_device_name(DEVICE)})" if DEVICE.type == "cuda" else ""),
         "policy": vars(policy_of(args)),
         "clock": args.clock,
     }

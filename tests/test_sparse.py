@@ -125,6 +125,7 @@ def test_layer_skip_runs_only_the_images_that_execute():
                 module.bias.zero_()
     x = torch.randn(4, 3, 37, 45) * torch.tensor([0.5, 1.0, 2.0, 4.0]).view(4, 1, 1, 1)
     expected = compare(model, x)
+    compare(model, x, SparseExecutor(model, policy=Policy.always_dense()))
     decisions = torch.stack(list(expected["aux"]["block_gates"].values()))  # blocks x N
     mixed = [(row.min() == 0) & (row.max() == 1) for row in decisions]
     assert any(mixed) and (decisions == 0).all(1).any() | (decisions == 1).all(1).any()

@@ -286,8 +286,15 @@ class BlockExecutor:
         images = on.nonzero().squeeze(1)
         if images.shape[0] == x.n:
             return self.dense(x)
-        shortcut = self.shortcut(x)
         ho, wo = self.conv2.geometry.out_size(*self.branch_input_size(x))
+        if images.shape[0] and self.ctx.conv_runs_dense(
+            images.shape[0] * ho * wo, x.n * ho * wo, self.conv2
+        ):  # masked dense, as the model runs it
+            residual = self.branch_output(self.stage(self.branch_input(x)).rows)
+            gate = on.to(residual.dtype).repeat_interleave(ho * wo)[:, None]
+            out = torch.addcmul(self.shortcut(x), gate, residual).relu_()
+            return FeatureMap(out, x.n, ho, wo)
+        shortcut = self.shortcut(x)
         base = shortcut.view(x.n, ho * wo, -1).index_select(0, images)
         out = shortcut if self.downsample is None else shortcut.relu_()
         if images.shape[0]:
