@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 LINTED := pag tests benchmarks
 
-.PHONY: setup test test-slow lint pipeline clean-venv
+.PHONY: setup test test-slow test-reliability lint pipeline clean-venv
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info[:2] >= (3, 11), "pag needs Python >= 3.11"'
@@ -26,6 +26,13 @@ test: lint
 
 test-slow: setup
 	$(BIN)/pytest -m slow
+
+# The fault-injection suite (tests/test_reliability_*.py), fast and slow tests together; the
+# counts of faults injected, bad inputs tried and runs lost go to logs/reliability-counts.json
+test-reliability: setup
+	mkdir -p logs
+	PATH="$(abspath $(BIN)):$$PATH" PAG_FAULT_COUNTS=logs/reliability-counts.json \
+		$(BIN)/pytest tests/test_reliability_*.py
 
 # The whole default pipeline (params/synthetic.yaml): data, training, evaluation, summary,
 # figures. CORES=N sets the cores; PROFILE=name another profile (params/<name>.yaml).

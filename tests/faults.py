@@ -223,6 +223,32 @@ def pag_with_fault(
     return finish(start_pag(args, fault, env=env), timeout)
 
 
+def kill_group_when(
+    command: list[str], cwd: Path, env: dict, log: Path, ready, timeout: float = 600
+) -> None:
+    """Run `command` in its own process group (output to `log`); SIGKILL the whole group
+    (the front-end and every job it started) as soon as `ready()` is true."""
+    import time
+
+    with open(log, "w") as out:
+        process = subprocess.Popen(
+            command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    deadline = time.monotonic() + timeout
+    try:
+        while not ready():
+            if process.poll() is not None:
+                raise AssertionError(f"finished before the kill:\n{log.read_text()}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"not ready within {timeout} s:\n{log.read_text()}")
+            time.sleep(0.1)
+        os.killpg(process.pid, signal.SIGKILL)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
 def killed(result: subprocess.CompletedProcess) -> bool:
     return result.returncode == -signal.SIGKILL
 

@@ -8,14 +8,28 @@ weights and metrics.json. tests/test_training.py kills from outside at a moment 
 
 import io
 import json
+import re
+import subprocess
+from pathlib import Path
 
 import pytest
 import torch
-from faults import killed, make_synthetic, pag_cli, pag_with_fault, temporaries, write_run_params
+from faults import (
+    kill_group_when,
+    killed,
+    make_synthetic,
+    pag_cli,
+    pag_with_fault,
+    temporaries,
+    write_run_params,
+)
+from test_pipeline_e2e import TINY, environment, fresh_copy, result_files
+from test_pipeline_e2e import run as run_command
 
 from pag.training import checkpoint, load_run_params, train
 from pag.training.evaluate import evaluate
 
+ROOT = Path(__file__).resolve().parents[1]
 STEPS = 21  # 14 training images in batches of 2: 7 steps per epoch, 3 epochs; checkpoints
 # every 3 steps
 
@@ -130,3 +144,131 @@ def test_evaluation_killed_before_its_metrics_leaves_no_metrics_file(
     assert rerun.code == 0, rerun.err
     assert (out.read_bytes(), samples.read_bytes()) == expected
     assert temporaries(tmp_path) == []  # what the killed writer left is cleaned up
+
+
+# -- the pipeline front-ends, killed in the middle of the tiny profile (slow) ------------------
+
+
+def tiny_runs() -> list[str]:
+    from pag.pipeline.plan import load_plan
+
+    return [run.name for run in load_plan(ROOT / "params" / "tiny.yaml").runs()]
+
+
+def final_weights(project) -> dict[str, dict]:
+    return {
+        run: checkpoint.model_weights(project / f"runs/tiny/{run}/checkpoints/final.pt")
+        for run in tiny_runs()
+    }
+
+
+def finished(project) -> set[str]:
+    return {run for run in tiny_runs() if (project / f"runs/tiny/{run}/metrics.json").exists()}
+
+
+def evaluated(project) -> set[str]:
+    return {
+        run for run in tiny_runs() if (project / f"results/tiny/runs/{run}/metrics.json").exists()
+    }
+
+
+def stages(runs) -> set[str]:
+    """DVC stage names of runs (pag.pipeline.plan.Job.stage: `pag-0.5-s0` is `pag-0_5-s0`)."""
+    return {re.sub(r"[^A-Za-z0-9_-]", "_", run) for run in runs}
+
+
+def fine_tune_running(project, logs) -> bool:
+    """The dense baseline has finished and a fine-tune is past its 4th of 8 steps; `logs()`
+    gives (log text, run name) of the training jobs started so far."""
+    if not (project / "runs/tiny/dense-s0/metrics.json").exists():
+        return False
+    return any(run != "dense-s0" and "step 4/8" in text for text, run in logs())
+
+
+def assert_same_as(reference, project) -> None:
+    results, weights = reference
+    ours = result_files(project)
+    assert ours.keys() == results.keys()
+    assert [name for name in ours if ours[name] != results[name]] == []
+    for run, state in final_weights(project).items():
+        assert all(torch.equal(state[k], weights[run][k]) for k in weights[run]), run
+
+
+@pytest.fixture(scope="module")
+def reference_pipeline(tmp_path_factory):
+    """The tiny profile run through Snakemake without interruption (tests/test_pipeline_e2e.py
+    shows that DVC gives the same files)."""
+    project = fresh_copy(tmp_path_factory.mktemp("uninterrupted"))
+    env = environment()
+    run_command(["pag", "dvc-yaml", "--profile", "tiny"], project, env)
+    run_command(["snakemake", "--cores", "2", "--config", "profile=tiny"], project, env)
+    return result_files(project), final_weights(project)
+
+
+def jobs_run(log: str, rule: str) -> set[str]:
+    """The `run` wildcard of every job of `rule` that Snakemake started."""
+    pattern = rf"^(?:local)?rule {rule}:\n(?:    .*\n)*?    wildcards: run=(\S+)"
+    return set(re.findall(pattern, log, re.M))
+
+
+@pytest.mark.slow
+def test_snakemake_killed_mid_pipeline_reruns_only_unfinished_jobs(
+    reference_pipeline, tmp_path, tally
+):
+    project = fresh_copy(tmp_path / "project")
+    env = environment()
+    run_command(["pag", "dvc-yaml", "--profile", "tiny"], project, env)
+    command = ["snakemake", "--cores", "2", "--config", "profile=tiny"]
+
+    def logs():
+        return [(p.read_text(), p.stem) for p in (project / "logs/tiny/train").glob("*.log")]
+
+    log = tmp_path / "killed.log"
+    kill_group_when(command, project, env, log, lambda: fine_tune_running(project, logs))
+    tally.fault("SIGKILL snakemake (process group)")
+    trained, scored = finished(project), evaluated(project)
+    assert "dense-s0" in trained and trained != set(tiny_runs())
+    for run in set(tiny_runs()) - trained:  # nothing unfinished looks finished
+        assert not (project / f"runs/tiny/{run}/checkpoints/final.pt").exists()
+
+    # the same command refuses to run while the killed one's lock is there, and says why
+    locked = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True)
+    assert locked.returncode != 0, locked.stderr
+    assert "Directory cannot be locked" in locked.stderr, locked.stderr
+    run_command(["snakemake", "--unlock", "--config", "profile=tiny"], project, env)
+    rerun = run_command([*command, "--rerun-incomplete"], project, env)
+    assert jobs_run(rerun, "train") == set(tiny_runs()) - trained
+    assert jobs_run(rerun, "evaluate") == set(tiny_runs()) - scored
+    assert "rule data:" not in rerun
+    assert_same_as(reference_pipeline, project)
+    assert "Nothing to be done" in run_command([*command, "-n"], project, env)
+
+
+@pytest.mark.slow
+def test_dvc_repro_killed_mid_pipeline_reruns_only_unfinished_stages(
+    reference_pipeline, tmp_path, tally
+):
+    project = fresh_copy(tmp_path / "project")
+    env = environment()
+    run_command(["pag", "dvc-yaml", "--profile", "tiny"], project, env)
+    command = ["dvc", "repro", TINY]
+    log = tmp_path / "killed.log"
+
+    def logs():  # DVC runs one stage at a time, each announced before its output
+        parts = re.split(r"Running stage '[^']*:train-([^']+)'", log.read_text())
+        return list(zip(parts[2::2], parts[1::2], strict=True))
+
+    kill_group_when(command, project, env, log, lambda: fine_tune_running(project, logs))
+    tally.fault("SIGKILL dvc repro (process group)")
+    trained = finished(project)
+    assert "dense-s0" in trained and trained != set(tiny_runs())
+    assert (project / ".dvc/tmp/rwlock").exists()  # the killed dvc's lock entries stay
+
+    rerun = run_command(command, project, env)  # dvc sees the dead pid and drops its entries
+    assert "had been killed. Auto removed it from the lock file" in rerun
+    ran = set(re.findall(r"Running stage '[^']*:train-([^']+)'", rerun))
+    skipped = set(re.findall(r"Stage '[^']*:train-([^']+)' didn't change, skipping", rerun))
+    assert ran == stages(set(tiny_runs()) - trained) and skipped == stages(trained)
+    assert "Running stage 'pipelines/tiny/dvc.yaml:data'" not in rerun
+    assert_same_as(reference_pipeline, project)
+    assert json.loads(run_command(["dvc", "status", "--json", TINY], project, env)) == {}
