@@ -171,3 +171,32 @@ def test_accumulator_over_batches_equals_one_call():
 def test_bad_input_raises_clear_errors(pred, gt, kwargs, match):
     with pytest.raises(MetricError, match=match):
         depth_metrics(pred, gt, **kwargs)
+
+
+_SCRIPT = """
+import numpy as np
+from pag.metrics import depth_metrics, normal_metrics
+rng = np.random.default_rng(3)
+gt = rng.uniform(0.5, 10.0, (480, 640))
+pred = gt * rng.uniform(0.7, 1.3, gt.shape)
+n = rng.normal(size=(3, 480, 640)); n /= np.linalg.norm(n, axis=0)
+m = rng.normal(size=(3, 480, 640)); m /= np.linalg.norm(m, axis=0)
+print(repr(depth_metrics(pred, gt)), repr(normal_metrics(m, n)))
+"""
+
+
+def test_metrics_do_not_depend_on_the_blas_thread_count():
+    """BLAS dot products change in the last bit with their thread count (OpenBLAS splits the
+    sum); metrics must not, or a rerun under another scheduler writes other bytes."""
+    import os
+    import subprocess
+    import sys
+
+    outputs = set()
+    for threads in ("1", "2", "4"):
+        env = {**os.environ, "OPENBLAS_NUM_THREADS": threads, "OMP_NUM_THREADS": threads}
+        done = subprocess.run(
+            [sys.executable, "-c", _SCRIPT], env=env, capture_output=True, text=True, check=True
+        )
+        outputs.add(done.stdout)
+    assert len(outputs) == 1

@@ -127,7 +127,7 @@ class NormalAccumulator:
             theta = _valid_angles(p, g, m)
             self._count += theta.size
             self._sum += float(theta.sum())
-            self._sum_sq += float(np.dot(theta, theta))
+            self._sum_sq += float((theta * theta).sum())  # not np.dot: see pag.metrics.depth
             self._within += [np.count_nonzero(theta < t) for t in _THRESHOLDS]
             t32 = theta.astype(np.float32)
             self._hist += np.bincount(t32.view(np.int32) >> _KEY_SHIFT, minlength=_NUM_KEYS)
