@@ -276,18 +276,26 @@ def test_value_at_measured_interpolated_and_out_of_range() -> None:
 def test_matched_budget_table_values(full: ReportInputs) -> None:
     table = matched_budget_table(data_of(full))
     rows = {(r[1], r[2]): r[3:] for r in table.rows}
-    assert table.header[3:] == ["100 %", "90 %", "70 %", "50 %"]
+    assert table.header[3:] == ["100 %", "90 %", "80 %", "70 %", "50 %"]
     miou = "semantic: mIoU ↑"
     # dense measured at 100 %; mean of 0.60 and 0.61, s.d. 0.005
-    assert rows[(miou, "Dense")] == ["0.605 ± 0.005", "—", "—", "—"]
-    # PAG points at 91 % (0.585), 71 % (0.525), 50 % (0.445): 90 and 70 lie within 1 point
-    assert rows[(miou, "PAG")] == ["—", "0.585 ± 0.005", "0.525 ± 0.005", "0.445 ± 0.005"]
+    assert rows[(miou, "Dense")] == ["0.605 ± 0.005", "—", "—", "—", "—"]
+    # PAG points at 91 % (0.585), 71 % (0.525), 50 % (0.445): 90 and 70 lie within 1 point,
+    # 80 is interpolated between 71 and 91
+    pag_80 = 0.525 + (0.585 - 0.525) * (80 - 71) / (91 - 71)
+    assert rows[(miou, "PAG")] == [
+        "—",
+        "0.585 ± 0.005",
+        f"{pag_80:.3f}†",
+        "0.525 ± 0.005",
+        "0.445 ± 0.005",
+    ]
     # truncation at 30 % (0.405) and 60 % (0.505): 50 % is interpolated
     expected = 0.405 + (0.505 - 0.405) * (50 - 30) / (60 - 30)
-    assert rows[(miou, "Truncation")] == ["—", "—", "—", f"{expected:.3f}†"]
-    # layer skipping at 75 and 95 %: 90 % interpolated, 70 % outside
-    skip = 0.455 + (0.555 - 0.455) * (90 - 75) / (95 - 75)
-    assert rows[(miou, "Layer skip")] == ["—", f"{skip:.3f}†", "—", "—"]
+    assert rows[(miou, "Truncation")] == ["—", "—", "—", "—", f"{expected:.3f}†"]
+    # layer skipping at 75 and 95 %: 90 and 80 % interpolated, 70 % outside
+    skip = [0.455 + (0.555 - 0.455) * (b - 75) / (95 - 75) for b in (90, 80)]
+    assert rows[(miou, "Layer skip")] == ["—", *(f"{v:.3f}†" for v in skip), "—", "—"]
     # six headline metrics, five methods: the MultiPool ones (104 and 150 %) match no budget
     assert len(table.rows) == 6 * 5
     assert not any(row[2] in ("MP-PAG", "MultiPool (avg)") for row in table.rows)

@@ -162,7 +162,7 @@ def outputs_for(
         Output(
             "table_matched_budgets",
             "table",
-            "Table 2: every method at 100/90/70/50 % of the dense compute, measured or "
+            "Table 2: every method at 100/90/80/70/50 % of the dense compute, measured or "
             "interpolated along its curve (marked).",
             matched_budget_table,
         )

@@ -39,7 +39,7 @@ def layer_activity(data: ReportData) -> Figure:
         raise MissingInput("layer_activity: no PAG, layer-skip or SACT runs in the summary")
     curves = {method: _activity(data, method) for method in methods}
     with paper_style():
-        fig = new_figure(FIGURE_WIDTH_IN, 2.6)
+        fig = new_figure(FIGURE_WIDTH_IN, 3.4)
         axes = fig.subplots(1, len(methods), squeeze=False, sharey=True)[0]
         for ax, method in zip(axes, methods, strict=True):
             _, color, marker, linestyle = STYLE[method]
@@ -63,7 +63,17 @@ def layer_activity(data: ReportData) -> Figure:
             ax.set_ylim(-0.03, 1.03)
             ax.set_title(STYLE[method][0])
             ax.set_xlabel("block")
-            ax.legend(loc="lower left", fontsize=7, frameon=True, framealpha=0.8)
         axes[0].set_ylabel("fraction of positions computed")
+        # one shared legend below the panels (inside, it would hide the lines it explains);
+        # legends fill column by column, so each method's budgets share a column
+        handles = [line for ax in axes for line in ax.get_lines()]
+        fig.legend(
+            handles=handles,
+            labels=[line.get_label() for line in handles],
+            loc="outside lower center",
+            ncols=len(methods),
+            frameon=False,
+            fontsize=7,
+        )
         fig.suptitle("Per-layer activity on the validation split (mean over seeds)")
     return fig

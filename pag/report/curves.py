@@ -25,6 +25,7 @@ from pag.report.style import (
 _TERM_ORDER = ("loss", "semantic", "boundary", "depth", "normals", "budget")
 _TERM_LABELS = {"loss": "total loss", "budget": "budget loss"}
 _COLUMNS = 3
+_LOG_SPAN = 20.0  # a panel whose values span more than this factor gets a log axis
 
 
 def _histories(data: ReportData) -> dict[tuple[str, float | None], list[list[dict]]]:
@@ -38,13 +39,16 @@ def _histories(data: ReportData) -> dict[tuple[str, float | None], list[list[dic
 
 
 def _mean_curve(histories: list[list[dict]], term: str) -> np.ndarray | None:
+    """The term's per-epoch mean over seeds; None where a run lacks it or it is always 0
+    (the dense baseline's budget loss)."""
     series = [[h.get("train", {}).get(term) for h in history] for history in histories]
     if any(value is None for s in series for value in s):
         return None
     length = min(len(s) for s in series)
     if length == 0:
         return None
-    return np.mean(np.array([s[:length] for s in series], dtype=float), axis=0)
+    curve = np.mean(np.array([s[:length] for s in series], dtype=float), axis=0)
+    return None if not np.any(curve) else curve
 
 
 def training_curves(data: ReportData) -> Figure:
@@ -73,12 +77,14 @@ def training_curves(data: ReportData) -> Figure:
         for ax in axes[len(terms) :]:
             ax.remove()
         for ax, term in zip(axes, terms, strict=False):
+            drawn = []
             for (method, _budget), runs in sorted(
                 histories.items(), key=lambda kv: METHODS.index(kv[0][0])
             ):
                 curve = _mean_curve(runs, term)
                 if curve is None:
                     continue
+                drawn.append(curve)
                 start = 1 if method == "dense" else offset + 1
                 _, color, _, _ = STYLE[method]
                 ax.plot(
@@ -92,6 +98,10 @@ def training_curves(data: ReportData) -> Figure:
                 )
             if offset:
                 ax.axvline(offset + 0.5, color="0.5", lw=0.6, ls="--")
+            values = np.concatenate(drawn) if drawn else np.zeros(0)
+            positive = values[values > 0]
+            if positive.size and positive.max() > _LOG_SPAN * positive.min():
+                ax.set_yscale("log")  # e.g. SACT's ponder cost beside the task losses
             ax.set_title(_TERM_LABELS.get(term, f"{term} loss"))
             ax.set_xlabel("epoch")
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))

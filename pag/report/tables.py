@@ -22,7 +22,7 @@ from pag.report.results import (
 from pag.report.style import METHODS, MULTIPOOL, STYLE, method_label, metric_label
 from pag.report.table import Table
 
-MATCHED_BUDGETS = (100.0, 90.0, 70.0, 50.0)  # % of dense compute
+MATCHED_BUDGETS = (100.0, 90.0, 80.0, 70.0, 50.0)  # % of dense compute
 MATCH_TOLERANCE = 1.0  # percentage points within which a measured point counts as matched
 _MEAN_SD = "Values: mean ± s.d. over seeds (population s.d., ddof=0)."
 
