@@ -125,7 +125,17 @@ class SparseExecutor:
                 f"decide per pixel or per image what to compute ({', '.join(GATED_METHODS)}). "
                 "Run it with its own forward, or pass require_gates=False to run it densely"
             )
-        self.forced: dict[str, Tensor] | None = None
+        self._forced: dict[str, Tensor] = {}
+
+    @property
+    def forced(self) -> dict[str, Tensor] | None:
+        """Benchmarks only: {block name: mask} replacing those PAG gates' decisions."""
+        return self._forced or None
+
+    @forced.setter
+    def forced(self, masks: dict[str, Tensor] | None) -> None:
+        device = self.stem.weight.device
+        self._forced = {n: m.reshape(-1).to(device) != 0 for n, m in (masks or {}).items()}
 
     def _unit(self, name: str, block: nn.Module) -> Unit:
         unit = Unit(name, BlockExecutor(name, block, self.ctx))
@@ -186,8 +196,8 @@ class SparseExecutor:
         block = unit.block
         if unit.pixel is not None:
             on = unit.pixel(fm)
-            if self.forced is not None and unit.name in self.forced:
-                on = self._forced(unit.name, on)
+            if unit.name in self._forced:
+                on = self._forced_decision(unit.name, on)
             rows = rows_of(on)
             if unit.gate_mode == "conv3x3":
                 out = block.conv3x3_gated(fm, on, rows)
@@ -207,14 +217,14 @@ class SparseExecutor:
             return out
         return block.dense(fm)
 
-    def _forced(self, name: str, decided: Tensor) -> Tensor:
-        mask = self.forced[name]
+    def _forced_decision(self, name: str, decided: Tensor) -> Tensor:
+        mask = self._forced[name]
         if mask.numel() != decided.numel():
             raise PagError(
                 f"forced mask for {name} has {mask.numel()} positions; the gate decides "
                 f"{decided.numel()} (N x 1 x h x w at the block's output)"
             )
-        return mask.reshape(-1).to(device=decided.device) != 0
+        return mask
 
     def _sact_stage(self, name: str, stage: list[Unit], x: FeatureMap, trace: Trace) -> FeatureMap:
         """One SACT stage: the first unit dense; each later unit and halting head only at the
