@@ -251,6 +251,7 @@ class LatencyTimer:
 
         self.model, self.device = model, device
         self.executor = SparseExecutor(model)
+        self.threads = torch.get_num_threads()  # the run's, set around the evaluation
         self.dense_ms: list[float] = []
         self.sparse_ms: list[float] = []
         self.max_rel_diff: dict[str, float] = {}
@@ -290,7 +291,7 @@ class LatencyTimer:
             "dense_ms_median": dense_median,
             "sparse_ms_median": sparse_median,
             "speedup": dense_median / sparse_median,
-            "threads": torch.get_num_threads(),
+            "threads": self.threads,
             "device": str(self.device),
             "max_rel_diff": dict(self.max_rel_diff),
         }
