@@ -93,8 +93,12 @@ def tally(request) -> Tally:
 
 
 def pytest_runtest_logreport(report) -> None:
-    if report.nodeid in TALLY.tests and (report.when == "call" or report.outcome != "passed"):
-        TALLY.outcomes[report.outcome] += 1
+    """Outcomes of the reliability tests (one per test: its call, or the phase that failed)."""
+    if "test_reliability_" not in report.nodeid:
+        return
+    if report.when == "call" or report.outcome != "passed":
+        outcome = "xfailed" if hasattr(report, "wasxfail") else report.outcome
+        TALLY.outcomes[outcome] += 1
 
 
 def pytest_sessionfinish(session) -> None:

@@ -9,6 +9,7 @@ weights and metrics.json. tests/test_training.py kills from outside at a moment 
 import io
 import json
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -195,10 +196,21 @@ def assert_same_as(reference, project) -> None:
 
 
 @pytest.fixture(scope="module")
-def reference_pipeline(tmp_path_factory):
+def project_source(tmp_path_factory):
+    """One copy of the project that every pipeline test copies again: the same sources for
+    the uninterrupted and the killed runs, even while the working tree changes."""
+    return fresh_copy(tmp_path_factory.mktemp("source"))
+
+
+def project_copy(source, dest):
+    return shutil.copytree(source, dest, symlinks=True)
+
+
+@pytest.fixture(scope="module")
+def reference_pipeline(tmp_path_factory, project_source):
     """The tiny profile run through Snakemake without interruption (tests/test_pipeline_e2e.py
     shows that DVC gives the same files)."""
-    project = fresh_copy(tmp_path_factory.mktemp("uninterrupted"))
+    project = project_copy(project_source, tmp_path_factory.mktemp("uninterrupted") / "p")
     env = environment()
     run_command(["pag", "dvc-yaml", "--profile", "tiny"], project, env)
     run_command(["snakemake", "--cores", "2", "--config", "profile=tiny"], project, env)
@@ -213,9 +225,9 @@ def jobs_run(log: str, rule: str) -> set[str]:
 
 @pytest.mark.slow
 def test_snakemake_killed_mid_pipeline_reruns_only_unfinished_jobs(
-    reference_pipeline, tmp_path, tally
+    reference_pipeline, project_source, tmp_path, tally
 ):
-    project = fresh_copy(tmp_path / "project")
+    project = project_copy(project_source, tmp_path / "project")
     env = environment()
     run_command(["pag", "dvc-yaml", "--profile", "tiny"], project, env)
     command = ["snakemake", "--cores", "2", "--config", "profile=tiny"]
@@ -246,9 +258,9 @@ def test_snakemake_killed_mid_pipeline_reruns_only_unfinished_jobs(
 
 @pytest.mark.slow
 def test_dvc_repro_killed_mid_pipeline_reruns_only_unfinished_stages(
-    reference_pipeline, tmp_path, tally
+    reference_pipeline, project_source, tmp_path, tally
 ):
-    project = fresh_copy(tmp_path / "project")
+    project = project_copy(project_source, tmp_path / "project")
     env = environment()
     run_command(["pag", "dvc-yaml", "--profile", "tiny"], project, env)
     command = ["dvc", "repro", TINY]
