@@ -67,3 +67,14 @@ def test_task_losses_needs_each_target():
     assert set(losses) == {"depth"}
     with pytest.raises(PagError, match="predicts 'depth' but the batch has no 'depth' target"):
         task_losses(pred, {"semantic": torch.zeros(1, 2, 2)})
+
+
+def test_normal_loss_of_a_zero_prediction_is_one_with_a_finite_gradient():
+    pred = torch.zeros(1, 3, 2, 2, requires_grad=True)
+    gt = torch.zeros(1, 3, 2, 2)
+    gt[:, 2] = 1.0
+    gt[0, :, 0, 0] = 0.0  # one invalid pixel
+    loss = normal_loss(pred, gt)
+    loss.backward()
+    assert float(loss.detach()) == 1.0
+    assert bool(torch.isfinite(pred.grad).all())

@@ -101,6 +101,7 @@ def write_trivial(plan: Plan, root: Path = Path(".")) -> Path:
     from pag.training.evaluate import json_safe
 
     path = root / layout.results_dir(plan.profile) / "trivial.json"
+    metrics = json_safe(trivial_metrics(plan))  # first: a failure must leave no folder behind
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(path, json_safe(trivial_metrics(plan)))
+    write_json_atomic(path, metrics)
     return path
