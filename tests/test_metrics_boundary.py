@@ -437,3 +437,20 @@ def test_max_dist_in_pixels_follows_the_diagonal():
         pred = np.zeros_like(gt)
         pred[100, 100 + dx] = True
         assert correspond_pixels(pred, gt)[1].sum() == matched
+
+
+def test_thinning_maps_together_equals_thinning_each():
+    """The boundary metric thins all thresholded maps of an image in one pass; each map must
+    come out as thinned alone, whatever the others need (different densities converge after
+    different numbers of subiterations)."""
+    from pag.metrics._thin import thin, thin_many
+
+    rng = np.random.default_rng(5)
+    densities = [0.02, 0.2, 0.5, 0.8, 0.97]
+    stack = np.stack([rng.random((30, 41)) < d for d in densities])
+    stack[2, 10:20, 5:35] = True  # a thick bar: many subiterations
+    together = thin_many(stack)
+    for alone, bw in zip(together, stack, strict=True):
+        np.testing.assert_array_equal(alone, thin(bw))
+    assert together.dtype == bool and together.shape == stack.shape
+    assert not np.array_equal(together, stack)  # something was thinned

@@ -60,7 +60,7 @@ import numpy as np
 
 from pag.metrics._match import Matcher, correspond_pixels, max_dist_pixels
 from pag.metrics._nms import edge_nms
-from pag.metrics._thin import thin
+from pag.metrics._thin import thin, thin_many
 from pag.metrics._validate import MetricError, as_array, check_finite, split_images
 
 __all__ = [
@@ -156,15 +156,17 @@ def _image_counts(
     matchers = [Matcher(g, max_px, solver) for g in gt]
     sum_r = float(gt.sum())
     counts = np.zeros((4, thr.size))
-    prev_raw: np.ndarray | None = None
-    for k, t in enumerate(thr):
-        raw = pb >= t
-        if prev_raw is not None and np.array_equal(raw, prev_raw):
+    # the thresholded maps are nested, so one with as many pixels as the last is the same map
+    # (same counts); the distinct ones are thinned together (one pass, see `thin_many`)
+    sizes = [int(np.count_nonzero(pb >= t)) for t in thr]
+    distinct = [k for k in range(thr.size) if k == 0 or sizes[k] != sizes[k - 1]]
+    raws = np.stack([pb >= thr[k] for k in distinct])
+    bmaps = dict(zip(distinct, thin_many(raws) if thin_maps else raws, strict=True))
+    for k in range(thr.size):
+        if k not in bmaps:
             counts[:, k] = counts[:, k - 1]  # same map, same counts
             continue
-        prev_raw = raw
-        bmap = thin(raw) if thin_maps else raw
-        py, px = np.nonzero(bmap)
+        py, px = np.nonzero(bmaps[k])
         acc = np.zeros(py.size, dtype=bool)  # matched to any annotator
         cnt_r = 0
         for matcher in matchers:
