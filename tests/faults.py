@@ -321,6 +321,16 @@ def write_run_params(path: Path, changes: dict | None = None, training: dict | N
     return path
 
 
+def train_reference(tmp: Path, data_root: Path, training: dict | None = None):
+    """An uninterrupted run of the test params, trained in this process: (run dir, metrics),
+    what a faulted run must end with."""
+    from pag.training import load_run_params, train
+
+    params = load_run_params(write_run_params(tmp / "params.yaml", training=training))
+    metrics = train(params, tmp / "run", data_root=data_root, stream=io.StringIO(), tty=False)
+    return tmp / "run", metrics
+
+
 def snapshot(root: Path) -> dict[str, tuple[int, int]]:
     """(size, mtime) of everything under `root`: equal snapshots mean nothing was written."""
     return {

@@ -14,7 +14,14 @@ import tarfile
 
 import pytest
 import torch
-from faults import make_synthetic, pag_cli, pag_with_fault, temporaries, write_run_params
+from faults import (
+    make_synthetic,
+    pag_cli,
+    pag_with_fault,
+    temporaries,
+    train_reference,
+    write_run_params,
+)
 
 from pag.data.archive import safe_extract
 from pag.errors import DataError
@@ -69,10 +76,8 @@ def data_root(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, data_root):
-    tmp = tmp_path_factory.mktemp("reference")
-    params = load_run_params(write_run_params(tmp / "params.yaml", training=TRAINING))
-    train(params, tmp / "run", data_root=data_root, stream=io.StringIO(), tty=False)
-    return checkpoint.model_weights(tmp / "run" / "checkpoints" / "final.pt")
+    run_dir, _ = train_reference(tmp_path_factory.mktemp("reference"), data_root, TRAINING)
+    return checkpoint.model_weights(run_dir / "checkpoints" / "final.pt")
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,6 @@ The kills come from inside the process (tests/faults.py), so each lands at a kno
 an optimizer step, in the middle of a checkpoint write, right after one, and between the final
 weights and metrics.json. tests/test_training.py kills from outside at a moment it observes."""
 
-import io
 import json
 import re
 import shutil
@@ -22,12 +21,13 @@ from faults import (
     pag_cli,
     pag_with_fault,
     temporaries,
+    train_reference,
     write_run_params,
 )
 from test_pipeline_e2e import TINY, environment, fresh_copy, result_files
 from test_pipeline_e2e import run as run_command
 
-from pag.training import checkpoint, load_run_params, train
+from pag.training import checkpoint
 from pag.training.evaluate import evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,10 +43,7 @@ def data_root(tmp_path_factory):
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, data_root):
     """An uninterrupted run of the same params, trained in this process."""
-    tmp = tmp_path_factory.mktemp("reference")
-    params = load_run_params(write_run_params(tmp / "params.yaml"))
-    metrics = train(params, tmp / "run", data_root=data_root, stream=io.StringIO(), tty=False)
-    return tmp / "run", metrics
+    return train_reference(tmp_path_factory.mktemp("reference"), data_root)
 
 
 def state_step(run_dir) -> int:

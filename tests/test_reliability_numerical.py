@@ -5,18 +5,17 @@ without the fault resumes from it to exactly the weights of an uninterrupted run
 
 tests/test_training.py checks a NaN depth loss at step 5 with the same message format."""
 
-import io
 import json
 import math
 import re
 
 import pytest
 import torch
-from faults import make_synthetic, pag_cli, temporaries, write_run_params
+from faults import make_synthetic, pag_cli, temporaries, train_reference, write_run_params
 
 from pag.models import losses
 from pag.models.model import DensePredictionModel
-from pag.training import checkpoint, load_run_params, train
+from pag.training import checkpoint
 
 FAULT_STEP = 8  # after the checkpoint of step 6 (checkpoints every 3 steps), in epoch 2
 TRAINING = {"epochs": 2}
@@ -29,10 +28,8 @@ def data_root(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, data_root):
-    tmp = tmp_path_factory.mktemp("reference")
-    params = load_run_params(write_run_params(tmp / "params.yaml", training=TRAINING))
-    train(params, tmp / "run", data_root=data_root, stream=io.StringIO(), tty=False)
-    return checkpoint.model_weights(tmp / "run" / "checkpoints" / "final.pt")
+    run_dir, _ = train_reference(tmp_path_factory.mktemp("reference"), data_root, TRAINING)
+    return checkpoint.model_weights(run_dir / "checkpoints" / "final.pt")
 
 
 def poison_loss(monkeypatch, term: str, value: float) -> None:
