@@ -209,6 +209,7 @@ class ReportData:
     df: pd.DataFrame
     _samples: dict[str, dict[str, dict[str, np.ndarray]]] = field(default_factory=dict, repr=False)
     _truth: dict[str, dict[str, np.ndarray]] = field(default_factory=dict, repr=False)
+    _evaluations: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
 
     def runs_of(self, method: str) -> pd.DataFrame:
         """One row per run of `method`: run, budget, seed and mean MACs %, budgets in the
@@ -242,7 +243,9 @@ class ReportData:
         files = self.inputs.runs.get(run)
         if files is None or files.evaluation is None:
             raise MissingInput(f"run {run!r}: no evaluation metrics.json given")
-        return read_json(files.evaluation, "evaluation metrics")
+        if run not in self._evaluations:  # read once: activity and ponder figures share it
+            self._evaluations[run] = read_json(files.evaluation, "evaluation metrics")
+        return self._evaluations[run]
 
     def history(self, run: str) -> list[dict[str, Any]]:
         files = self.inputs.runs.get(run)
