@@ -54,6 +54,13 @@ from pag.cli_data import data_root_option
     "the model's gates activate, and add per-image latency of the dense forward and the "
     "executor to metrics.json.",
 )
+@click.option(
+    "--gate-rules",
+    default="",
+    help="Comma-separated extra evaluation rules for per-pixel gates (open, expected, "
+    "sample; see pag.models.gating.GATE_RULES), each scored in a further pass into "
+    "metrics.json's gate_rules.",
+)
 def evaluate(
     run_dir: Path,
     split: str,
@@ -63,6 +70,7 @@ def evaluate(
     save: int,
     device: str,
     sparse: bool,
+    gate_rules: str,
 ) -> None:
     """Evaluate RUN_DIR/checkpoints/final.pt on a split at full image size: every task's
     metrics, dense and effective MACs per image, per-layer activity, written to
@@ -79,6 +87,7 @@ def evaluate(
         device=device,
         samples=samples,
         sparse=sparse,
+        gate_rules=tuple(r.strip() for r in gate_rules.split(",") if r.strip()),
     )
     from pag.tracking import track_job  # MLflow mirrors the finished job; it cannot fail it
     from pag.training.evaluate import eval_dir, load_run

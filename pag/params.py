@@ -98,6 +98,19 @@ class ModelParams(Params):
     output_stride: Literal[8, 16, 32] = 8
     head_hidden: int = Field(default=256, ge=1)
     gate_mode: Literal["conv3x3", "residual"] = "conv3x3"
+    hard_gates: bool = Field(
+        default=False,
+        description="PAG: straight-through hard Gumbel samples in training (else the authors' "
+        "soft relaxed samples)",
+    )
+    gate_bias: float = Field(
+        default=2.0, ge=-10, le=10, description="PAG: initial compute-minus-skip gate logit"
+    )
+    budget_source: Literal["samples", "probs"] = Field(
+        default="samples",
+        description="PAG: the sparsity loss on the training samples (the authors') or on the "
+        "noiseless gate probabilities",
+    )
     sparsity_scope: Literal["layer", "global"] = "layer"
     multipool_block: str = "layer4.1"
     dilations: tuple[int, ...] = (2, 4, 6, 8, 10)
@@ -131,6 +144,9 @@ class TrainingParams(Params):
     poly_power: float = Field(default=0.9, ge=0, description="lr * (1 - step/total)^power")
     loss_weights: dict[str, float] = Field(default_factory=dict, description="default 1 per task")
     budget_weight: float = Field(default=1.0, ge=0)
+    grad_clip: float | None = Field(
+        default=None, gt=0, description="clip the global gradient norm to this (None: no clip)"
+    )
     decision_lr_mult: float = Field(
         default=1.0,
         gt=0,
@@ -166,6 +182,10 @@ class SyntheticData(Params):
 class EvaluationParams(Params):
     split: str = "val"
     save: int = Field(default=4, ge=0, description="images whose predictions are kept")
+    gate_rules: list[Literal["open", "expected", "sample"]] = Field(
+        default_factory=list,
+        description="PAG runs: also score these evaluation rules of the gates (ablations)",
+    )
 
 
 class ResourceParams(Params):
@@ -180,6 +200,36 @@ class ResourceParams(Params):
 
 
 PRETRAINED = ("imagenet",)
+
+
+class Variant(Params):
+    """A named variant of a method for ablations: the method's model built with some model
+    keys changed (its training keys go in `method_training` under the variant's name). Its
+    runs are named after the variant, so variants of one method sit side by side in a sweep,
+    the summary and the ablation table."""
+
+    method: str
+    model: dict[str, Any] = Field(default_factory=dict, description="keys of `model` to change")
+
+    @field_validator("method")
+    @classmethod
+    def _dynamic_method(cls, method: str) -> str:
+        if method not in METHODS or method == "dense":
+            raise ValueError(
+                f"a variant's method must be one of {[m for m in METHODS if m != 'dense']}, "
+                f"got {method!r}"
+            )
+        return method
+
+    @field_validator("model")
+    @classmethod
+    def _model_keys(cls, model: dict[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(model) - set(ModelParams.model_fields))
+        if unknown:
+            raise ValueError(
+                f"unknown model keys {unknown}; expected some of {list(ModelParams.model_fields)}"
+            )
+        return model
 
 
 class Profile(Params):
@@ -197,6 +247,10 @@ class Profile(Params):
     model: ModelParams = ModelParams()
     pretrained: Literal["imagenet"] | None = Field(
         default=None, description="initialise the dense baseline's trunk (torchvision weights)"
+    )
+    variants: dict[str, Variant] = Field(
+        default_factory=dict,
+        description="named method variants (ablations); usable as method names in `methods`",
     )
     methods: dict[str, list[float | int | None]]
     seeds: list[int] = Field(default=[0], min_length=1)
@@ -216,12 +270,27 @@ class Profile(Params):
     _known_dataset = field_validator("dataset")(lambda cls, name: known_dataset(name))
     _known_tasks = field_validator("tasks")(lambda cls, tasks: known_tasks(tasks))
 
+    @field_validator("variants")
+    @classmethod
+    def _variant_names(cls, variants: dict) -> dict:
+        for name in variants:
+            if name in METHODS or not name.replace("_", "").isalnum() or not name.islower():
+                raise ValueError(
+                    f"variant name {name!r} must be lower-case letters, digits and '_', and "
+                    f"not a method's name ({list(METHODS)})"
+                )
+        return variants
+
     @field_validator("methods")
     @classmethod
-    def _known_methods(cls, methods: dict) -> dict:
-        unknown = sorted(set(methods) - set(METHODS))
+    def _known_methods(cls, methods: dict, info: ValidationInfo) -> dict:
+        variants = info.data.get("variants") or {}
+        unknown = sorted(set(methods) - set(METHODS) - set(variants))
         if unknown:
-            raise ValueError(f"unknown method(s) {unknown}; expected some of {list(METHODS)}")
+            raise ValueError(
+                f"unknown method(s) {unknown}; expected some of {list(METHODS)}"
+                + (f" or the profile's variants {list(variants)}" if variants else "")
+            )
         if not methods:
             raise ValueError("at least one method is needed")
         for method, budgets in methods.items():
@@ -252,9 +321,17 @@ class Profile(Params):
         for method, budgets in self.methods.items():
             for budget in budgets:
                 try:
-                    check_budget(method, budget, blocks)
+                    check_budget(self.base_method(method), budget, blocks)
                 except PagError as exc:
                     raise ValueError(f"methods.{method}: {exc}") from None
+        for name in self.variants:
+            try:
+                self.model_of(name)
+            except ValidationError as exc:
+                problem = "; ".join(
+                    f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+                )
+                raise ValueError(f"variants.{name}.model: {problem}") from None
         if (self.dataset == "synthetic") != (self.data is not None):
             raise ValueError(
                 "data: required for the synthetic dataset (how to render it)"
@@ -287,20 +364,46 @@ class Profile(Params):
                 raise ValueError(f"{section}.loss_weights: {unknown} are not tasks of this profile")
         return self
 
+    def base_method(self, name: str) -> str:
+        """The method a name of `methods` builds: itself, or a variant's method."""
+        return self.variants[name].method if name in self.variants else name
+
+    def model_of(self, name: str) -> ModelParams:
+        """The model params of a method or variant: `model`, with a variant's keys changed."""
+        if name not in self.variants:
+            return self.model
+        return ModelParams.model_validate({**self.model.model_dump(), **self.variants[name].model})
+
     def training_of(self, method: str) -> TrainingParams:
         """The schedule a method trains with: `baseline` for dense, else `finetune` with the
-        method's `method_training` keys replacing its own."""
+        method's `method_training` keys replacing its own (a variant: its method's, then its
+        own; a nested key such as `temperature.minimum` replaces only itself)."""
         if method == "dense":
             return self.baseline
-        overrides = self.method_training.get(method)
+        base = self.base_method(method)
+        inherited = self.method_training.get(base, {}) if base != method else {}
+        overrides = _merged_schedule(inherited, self.method_training.get(method, {}))
         if not overrides:
             return self.finetune
-        merged = {**self.finetune.model_dump(), **overrides}
-        return TrainingParams.model_validate(merged)
+        return TrainingParams.model_validate(
+            _merged_schedule(self.finetune.model_dump(), overrides)
+        )
 
     def runs(self) -> list[tuple[str, float | int | None]]:
         """(method, budget) for every entry of the sweep, in profile order."""
         return [(method, budget) for method, budgets in self.methods.items() for budget in budgets]
+
+
+def _merged_schedule(base: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:
+    """A variant's training keys over its method's (one level of nesting merged, so a
+    variant may change one key of the temperature schedule)."""
+    merged = dict(base)
+    for key, value in own.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = value
+    return merged
 
 
 def load_profile(path: str | os.PathLike) -> Profile:

@@ -276,7 +276,7 @@ def test_truncation_keeps_the_first_blocks_and_refits_heads():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"method": "pixel"}, r"unknown method 'pixel'; expected one of \['dense', 'pag'"),
+        ({"method": "pixel"}, r"unknown method 'pixel'; expected one of \['dense', 'dense_ft'"),
         ({"method": "pag", "budget": 1.5}, r"budget 1.5 outside the range for 'pag'"),
         ({"method": "pag", "budget": 0.0}, r"outside the range for 'pag': .*\(0.0, 1.0\]"),
         ({"method": "pag"}, r"'pag' needs a finite numeric budget"),

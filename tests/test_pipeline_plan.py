@@ -254,9 +254,11 @@ def test_dvc_yaml_stages_mirror_the_plan(tmp_path):
     job = plan.job("train-pag-0.5-s0")
     assert stage["cmd"] == job.cmd and stage["wdir"] == "../.."
     assert stage["deps"] == list(job.deps) and stage["outs"] == list(job.outs)
-    # only keys the profile file has (DVC refuses absent ones): tiny sets no GPUs
-    assert "resources.gpus" in job.params
-    assert stage["params"] == [{TINY: [k for k in job.params if k != "resources.gpus"]}]
+    # only keys the profile file has (DVC refuses absent ones): tiny sets no GPUs and keeps
+    # the gates' defaults
+    absent = {"resources.gpus", "model.hard_gates", "model.gate_bias", "model.budget_source"}
+    assert absent <= set(job.params)
+    assert stage["params"] == [{TINY: [k for k in job.params if k not in absent]}]
     evaluation = stages["eval-pag-0_5-s0"]
     assert {"results/tiny/runs/pag-0.5-s0/metrics.json": {"cache": False}} in evaluation["outs"]
     assert document["metrics"] == ["../../results/tiny/metrics.json"]

@@ -17,6 +17,9 @@ of active positions would compute (`conv.active_mask`), which `pag.flops` counts
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -25,6 +28,13 @@ from pag.errors import PagError
 from pag.flops import measuring, uncounted
 
 GATE_MODES = ("conv3x3", "residual")
+# how a gate decides outside training (`gate_rule`): the paper's noiseless hard argmax, every
+# position computing, the noiseless soft probability (a continuous mix), or one hard
+# Gumbel-max sample (a Bernoulli draw at the gate's probability)
+GATE_RULES = ("hard", "open", "expected", "sample")
+# what the sparsity loss reads: the (relaxed or straight-through) training samples, as the
+# authors' code, or the noiseless gate probabilities
+BUDGET_SOURCES = ("samples", "probs")
 # the authors' squashing of probabilities and uniforms away from 0 (GumbelNoisySoftMax.m)
 _PROB_EPS, _UNIFORM_EPS = 1e-3, 1e-5
 
@@ -89,31 +99,45 @@ class RecordsDecisions:
 
 
 class PixelGate(RecordsDecisions, nn.Module):
-    """A per-pixel gate on one residual block (attached as `block.gate`)."""
+    """A per-pixel gate on one residual block (attached as `block.gate`).
 
-    _records = ("last_gate",)
+    `bias` is the initial compute-minus-skip logit: with small weights, a gate plugged into a
+    trained dense model starts close to it (2: about 88 % of pixels compute) instead of at
+    random decisions. `hard` trains with straight-through hard samples (ConvNet-AIG, DynConv)
+    instead of the authors' soft relaxed ones. `rule` is how it decides outside training
+    (`GATE_RULES`; set with `gate_rule`)."""
 
-    def __init__(self, in_channels: int, stride: int, mode: str = "conv3x3", hard: bool = False):
+    _records = ("last_gate", "last_prob")
+
+    def __init__(
+        self,
+        in_channels: int,
+        stride: int,
+        mode: str = "conv3x3",
+        hard: bool = False,
+        bias: float = 2.0,
+    ):
         super().__init__()
         if mode not in GATE_MODES:
             raise PagError(f"gate mode must be one of {list(GATE_MODES)}, got {mode!r}")
         self.mode = mode
         self.hard = hard
         self.conv = nn.Conv2d(in_channels, 2, kernel_size=1, stride=stride, bias=True)
-        # Small weights and a compute bias: a gate plugged into a trained dense model starts
-        # close to it (about 88% of pixels compute) instead of at random decisions.
         nn.init.normal_(self.conv.weight, std=0.01)
         with torch.no_grad():
-            self.conv.bias.copy_(torch.tensor([0.0, 2.0]))
+            self.conv.bias.copy_(torch.tensor([0.0, float(bias)]))
         self.temperature = 1.0
+        self.rule = "hard"
         self.last_gate: Tensor | None = None  # N x 2 x h x w, (skip, compute)
+        self.last_prob: Tensor | None = None  # N x 1 x h x w, noiseless compute probability
 
     def decide(self, x: Tensor) -> Tensor:
         logits = self.conv(x)
+        self.last_prob = F.softmax(logits, dim=1)[:, 1:2]
         if self.training:
             gate = gumbel_softmax(logits, self.temperature, hard=self.hard)
         else:
-            gate = hard_argmax(logits)
+            gate = decide_by_rule(logits, self.rule)
         self.last_gate = gate
         return gate[:, 1:2]
 
@@ -140,6 +164,69 @@ class PixelGate(RecordsDecisions, nn.Module):
             _mark_residual_masks(block, on, h.shape[-2:])
         residual = block.branch_output(block.conv3x3_stage(h))
         return block.relu(block.shortcut(x) + on * residual)
+
+
+def decide_by_rule(logits: Tensor, rule: str) -> Tensor:
+    """An evaluation decision (N x 2 x h x w, skip and compute) by one of `GATE_RULES`."""
+    if rule == "hard":
+        return hard_argmax(logits)
+    if rule == "open":
+        return torch.cat([torch.zeros_like(logits[:, :1]), torch.ones_like(logits[:, :1])], 1)
+    if rule == "expected":
+        return F.softmax(logits, dim=1)
+    if rule == "sample":  # Gumbel-max: a draw from the categorical of softmax(logits)
+        uniform = torch.rand_like(logits).clamp_(1e-12, 1 - 1e-7)
+        return hard_argmax(logits - torch.log(-torch.log(uniform)))
+    raise PagError(f"gate rule must be one of {list(GATE_RULES)}, got {rule!r}")
+
+
+class RandomPixelGate(PixelGate):
+    """The random-gate control: computes a uniformly random subset of positions, each with
+    probability `rate`, in training and in evaluation (no learned policy). Draws come from the
+    global torch generator, so a seeded run or evaluation repeats them exactly. It has no
+    parameters: its conv is replaced by nothing."""
+
+    _records = ("last_gate", "last_prob")
+
+    def __init__(self, stride: int, rate: float, mode: str = "conv3x3"):
+        nn.Module.__init__(self)
+        if mode not in GATE_MODES:
+            raise PagError(f"gate mode must be one of {list(GATE_MODES)}, got {mode!r}")
+        if not 0.0 < rate <= 1.0:
+            raise PagError(f"random gate rate must be in (0, 1], got {rate!r}")
+        self.mode, self.hard, self.stride, self.rate = mode, True, int(stride), float(rate)
+        self.rule = "hard"
+        self.temperature = 1.0
+        self.last_gate = None
+        self.last_prob = None
+
+    def decide(self, x: Tensor) -> Tensor:
+        n, _, h, w = x.shape
+        s = self.stride
+        shape = (n, 1, (h - 1) // s + 1, (w - 1) // s + 1)
+        if not self.training and self.rule == "open":
+            on = x.new_ones(shape)
+        else:
+            on = (torch.rand(shape, device=x.device) < self.rate).to(x.dtype)
+        self.last_prob = torch.full_like(on, self.rate)
+        self.last_gate = torch.cat([1 - on, on], dim=1)
+        return on
+
+
+@contextlib.contextmanager
+def gate_rule(model: nn.Module, rule: str) -> Iterator[None]:
+    """Every `PixelGate` of `model` decides by `rule` outside training while inside."""
+    if rule not in GATE_RULES:
+        raise PagError(f"gate rule must be one of {list(GATE_RULES)}, got {rule!r}")
+    gates = [m for m in model.modules() if isinstance(m, PixelGate)]
+    previous = [g.rule for g in gates]
+    for gate in gates:
+        gate.rule = rule
+    try:
+        yield
+    finally:
+        for gate, old in zip(gates, previous, strict=True):
+            gate.rule = old
 
 
 def _mark_residual_masks(block: nn.Module, on: Tensor, conv2_in_size) -> None:
@@ -191,15 +278,24 @@ def sparsity_loss(gates: dict[str, Tensor], target: float, scope: str = "layer")
 
 class SparsityLoss:
     """The model's budget loss for PAG: `sparsity_loss` of its gate maps (a class, not a
-    closure, so models stay picklable)."""
+    closure, so models stay picklable). `source` "samples" reads the training samples (the
+    authors'), "probs" the noiseless probabilities (`aux["gate_probs"]`)."""
 
-    def __init__(self, target: float, scope: str = "layer"):
+    def __init__(self, target: float, scope: str = "layer", source: str = "samples"):
         if scope not in ("layer", "global"):
             raise PagError(f"sparsity scope must be 'layer' or 'global', got {scope!r}")
-        self.target, self.scope = float(target), scope
+        if source not in BUDGET_SOURCES:
+            raise PagError(f"budget source must be one of {list(BUDGET_SOURCES)}, got {source!r}")
+        self.target, self.scope, self.source = float(target), scope, source
+
+    def __setstate__(self, state: dict) -> None:  # models pickled before `source` existed
+        self.__dict__.update({"source": "samples", **state})
 
     def __call__(self, model: nn.Module, aux: dict) -> Tensor:
-        return sparsity_loss(aux["gates"], self.target, self.scope)
+        if self.source == "samples":
+            return sparsity_loss(aux["gates"], self.target, self.scope)
+        probs = {n: torch.cat([1 - p, p], dim=1) for n, p in aux["gate_probs"].items()}
+        return sparsity_loss(probs, self.target, self.scope)
 
 
 def ponder_map(gates: dict[str, Tensor], size: tuple[int, int]) -> Tensor:

@@ -21,7 +21,20 @@ from pag.models import gating
 from pag.models.heads import TaskHead, finish_prediction, head_channels
 from pag.models.resnet import ResNet, resnet
 
-METHODS = ("dense", "pag", "mp_pag", "multipool_avg", "truncation", "layer_skip", "sact")
+METHODS = (
+    "dense",
+    "dense_ft",
+    "random_gate",
+    "pag",
+    "mp_pag",
+    "multipool_avg",
+    "truncation",
+    "layer_skip",
+    "sact",
+)
+# methods whose model is the dense one: `dense_ft` is the dense baseline fine-tuned with the
+# schedule every other method gets (the equal-training-budget control)
+DENSE_METHODS = ("dense", "dense_ft")
 
 
 @dataclass(frozen=True)
@@ -37,6 +50,13 @@ class Budget:
 
 BUDGETS: dict[str, Budget | None] = {
     "dense": None,
+    "dense_ft": None,
+    "random_gate": Budget(
+        "fraction of pixels computing in each gated block, drawn at random",
+        0.0,
+        1.0,
+        low_open=True,
+    ),
     "pag": Budget(
         "target fraction of pixels computing in each gated block", 0.0, 1.0, low_open=True
     ),
@@ -125,12 +145,11 @@ class DensePredictionModel(nn.Module):
         f = self.features(x)
         pred = {task: finish_prediction(task, head(f, size)) for task, head in self.heads.items()}
         aux: dict = {}
-        gates = {
-            n: b.gate.last_gate for n, b in self.blocks() if isinstance(b.gate, gating.PixelGate)
-        }
-        if gates:
-            aux["gates"] = gates
-            aux["ponder"] = gating.ponder_map(gates, size)
+        gated = [(n, b.gate) for n, b in self.blocks() if isinstance(b.gate, gating.PixelGate)]
+        if gated:
+            aux["gates"] = {n: g.last_gate for n, g in gated}
+            aux["gate_probs"] = {n: g.last_prob for n, g in gated}
+            aux["ponder"] = gating.ponder_map(aux["gates"], size)
         for fn in self.aux_fns:
             fn(self, aux, size)
         return {"pred": pred, "aux": aux}
@@ -159,16 +178,35 @@ def apply_pag(
     blocks: list[str] | str = "all",
     hard: bool = False,
     scope: str = "layer",
+    bias: float = 2.0,
+    budget_source: str = "samples",
 ) -> None:
     """Attach a `PixelGate` to each named block (or all) with the KL sparsity loss."""
-    if isinstance(blocks, str) and blocks != "all":
-        raise PagError(f"gate_blocks must be 'all' or a list of block names, got {blocks!r}")
-    names = [n for n, _ in model.blocks()] if blocks == "all" else list(blocks)
-    for name in names:
+    for name in _gated_names(model, blocks):
         block = model.block(name)
         in_channels = block.conv1.in_channels
-        block.gate = gating.PixelGate(in_channels, block.stride, mode=mode, hard=hard)
-    model.budget_loss_fn = gating.SparsityLoss(target, scope)
+        block.gate = gating.PixelGate(in_channels, block.stride, mode=mode, hard=hard, bias=bias)
+    model.budget_loss_fn = gating.SparsityLoss(target, scope, budget_source)
+
+
+def apply_random_gate(
+    model: DensePredictionModel,
+    rate: float,
+    *,
+    mode: str = "conv3x3",
+    blocks: list[str] | str = "all",
+) -> None:
+    """Attach a `RandomPixelGate` at `rate` to each named block (or all): PAG's blocks and
+    execution, with random instead of learned decisions, and no budget loss."""
+    for name in _gated_names(model, blocks):
+        block = model.block(name)
+        block.gate = gating.RandomPixelGate(block.stride, rate, mode=mode)
+
+
+def _gated_names(model: DensePredictionModel, blocks: list[str] | str) -> list[str]:
+    if isinstance(blocks, str) and blocks != "all":
+        raise PagError(f"gate_blocks must be 'all' or a list of block names, got {blocks!r}")
+    return [n for n, _ in model.blocks()] if blocks == "all" else list(blocks)
 
 
 def apply_truncation(model: DensePredictionModel, kept: int) -> None:
@@ -203,6 +241,8 @@ def build_model(
     gate_mode: str = "conv3x3",
     gate_blocks: list[str] | str = "all",
     hard_gates: bool = False,
+    gate_bias: float = 2.0,
+    budget_source: str = "samples",
     sparsity_scope: str = "layer",
     multipool_block: str = "layer4.1",
     dilations: tuple[int, ...] = (2, 4, 6, 8, 10),
@@ -213,8 +253,17 @@ def build_model(
     budget = check_budget(method, budget, len(model.blocks()))
     if method == "pag":
         apply_pag(
-            model, budget, mode=gate_mode, blocks=gate_blocks, hard=hard_gates, scope=sparsity_scope
+            model,
+            budget,
+            mode=gate_mode,
+            blocks=gate_blocks,
+            hard=hard_gates,
+            scope=sparsity_scope,
+            bias=gate_bias,
+            budget_source=budget_source,
         )
+    elif method == "random_gate":
+        apply_random_gate(model, budget, mode=gate_mode, blocks=gate_blocks)
     elif method in ("mp_pag", "multipool_avg"):
         from pag.models.multipool import apply_multipool
 

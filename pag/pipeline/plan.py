@@ -187,7 +187,8 @@ _RUN_KEYS = ("dataset", "tasks", "input_size", "resources.device", "resources.th
 _RUN_KEYS += ("resources.gpus",)
 _TRUNK_KEYS = ("depth", "width_multiplier", "output_stride", "head_hidden")
 _METHOD_MODEL_KEYS = {
-    "pag": ("gate_mode", "sparsity_scope"),
+    "pag": ("gate_mode", "sparsity_scope", "hard_gates", "gate_bias", "budget_source"),
+    "random_gate": ("gate_mode",),
     "mp_pag": ("multipool_block", "dilations"),
     "multipool_avg": ("multipool_block", "dilations"),
 }
@@ -202,6 +203,7 @@ def run_params(profile: Profile, run: Run | str, *, init_from: str | None = None
     if isinstance(run, str):
         run = parse_run(profile, run)
     training = profile.training_of(run.method)
+    method = profile.base_method(run.method)
     params = {
         "name": run.name,
         "experiment": profile.name,
@@ -212,10 +214,10 @@ def run_params(profile: Profile, run: Run | str, *, init_from: str | None = None
         # keys the method does not use keep their defaults, so they never make it stale
         "model": {
             key: value
-            for key, value in profile.model.model_dump(mode="json").items()
-            if key in model_keys(run.method)
+            for key, value in profile.model_of(run.method).model_dump(mode="json").items()
+            if key in model_keys(method)
         },
-        "method": run.method,
+        "method": method,
         "budget": run.budget,
         "training": training.model_dump(mode="json"),
         "seed": run.seed,
@@ -282,9 +284,12 @@ def _train_job(profile: Profile, profile_file: str, run: Run, weights: str | Non
         f"{launcher}pag train --profile {profile_file} --run {run.name} "
         f"--out {run_dir(profile, run.name)}{init} --replace-stale"
     )
-    keys = (*_RUN_KEYS, *(f"model.{key}" for key in model_keys(run.method)), section)
+    method = profile.base_method(run.method)
+    keys = (*_RUN_KEYS, *(f"model.{key}" for key in model_keys(method)), section)
     if run.method in profile.method_training:
         keys += (f"method_training.{run.method}",)
+    if run.method in profile.variants:
+        keys += (f"variants.{run.method}",)
     if run.is_baseline:
         keys += ("pretrained",)
     return Job(
@@ -308,6 +313,8 @@ def _eval_job(profile: Profile, run: Run) -> Job:
         f"pag evaluate --run {run_dir(profile, run.name)} --split {e.split} --out {metrics} "
         f"--samples {samples} --save {e.save} --device {profile.resources.device}"
     )
+    if e.gate_rules and profile.base_method(run.method) == "pag":
+        cmd += f" --gate-rules {','.join(e.gate_rules)}"
     return Job(
         f"eval-{run.name}",
         cmd,

@@ -34,4 +34,5 @@ def report_inputs(plan: Plan) -> ReportInputs:
         methods=tuple(profile.methods),
         tasks=tuple(profile.tasks),
         profile=profile.name,
+        variants={name: variant.method for name, variant in profile.variants.items()},
     )

@@ -5,7 +5,10 @@ and writes, atomically, into `results/<profile>/`:
 
 * `summary.csv`: one row per (run, task, metric) with columns `SUMMARY_COLUMNS`: the run's
   method, budget, seed and dataset, the metric's value, and the run's effective and dense MACs
-  per image (dense: of the run's own architecture);
+  per image (dense: of the run's own architecture). Dynamic methods add rows of task
+  `compute`: `activity` (mean over controlled blocks), `near_boundary`, `far_from_boundary`
+  and `allocation_ratio` (`compute_allocation`), and evaluations with extra gate rules add
+  `<metric>@<rule>` rows under each task and `activity@<rule>` under `compute`;
 * `metrics.json`: per run, the headline metrics and MACs as % of the dense baseline
   (`dvc metrics show`);
 * `curves.csv`: one row per run with the headline metrics as columns (`dvc plots`).
@@ -49,6 +52,15 @@ HEADLINE = {
     "normals": ("mean", "within_11_25"),
 }
 _NOT_METRICS = {"num_images", "num_skipped"}
+# summary rows of what a dynamic method computes (task "compute"): the mean activity over its
+# controlled blocks, where its compute goes (`compute_allocation`), and each extra gate rule's
+# headline metrics as "<metric>@<rule>" under their task
+COMPUTE_TASK = "compute"
+_ALLOCATION = {
+    "near_boundary": "near_boundary",
+    "far_from_boundary": "far_from_boundary",
+    "ratio": "allocation_ratio",
+}
 
 
 def _scalar_metrics(section: dict[str, Any]) -> dict[str, float | None]:
@@ -62,17 +74,20 @@ def _scalar_metrics(section: dict[str, Any]) -> dict[str, float | None]:
     return scalars
 
 
-def read_evaluation(path: Path, run: Run) -> dict[str, Any]:
+def read_evaluation(path: Path, run: Run, method: str | None = None) -> dict[str, Any]:
+    """A run's evaluation, checked to be of the run's `method` (its own name's unless a
+    variant's method is given) and budget."""
+    method = run.method if method is None else method
     if not path.is_file():
         raise PagError(f"{path}: no evaluation of run {run.name} (run `pag evaluate` first)")
     try:
         metrics = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise PagError(f"{path}: not valid JSON ({exc})") from None
-    if metrics.get("method") != run.method or metrics.get("budget") != run.budget:
+    if metrics.get("method") != method or metrics.get("budget") != run.budget:
         raise PagError(
             f"{path}: evaluates method {metrics.get('method')!r} budget "
-            f"{metrics.get('budget')!r}, but run {run.name} is {run.method!r} {run.budget!r}"
+            f"{metrics.get('budget')!r}, but run {run.name} is {method!r} {run.budget!r}"
         )
     if not isinstance(metrics.get("macs"), dict):
         raise PagError(f"{path}: no 'macs' section")
@@ -82,7 +97,8 @@ def read_evaluation(path: Path, run: Run) -> dict[str, Any]:
 def summary_rows(plan: Plan, root: Path = Path(".")) -> list[dict[str, Any]]:
     rows = []
     for run in plan.runs():
-        metrics = read_evaluation(root / layout.eval_metrics(plan.profile, run.name), run)
+        path = root / layout.eval_metrics(plan.profile, run.name)
+        metrics = read_evaluation(path, run, plan.profile.base_method(run.method))
         macs = metrics["macs"]
         for task in TASK_ORDER:
             if task not in plan.profile.tasks:
@@ -91,21 +107,45 @@ def summary_rows(plan: Plan, root: Path = Path(".")) -> list[dict[str, Any]]:
                 path = layout.eval_metrics(plan.profile, run.name)
                 raise PagError(f"{path}: no metrics of task {task!r}")
             for metric, value in _scalar_metrics(metrics[task]).items():
-                rows.append(
-                    {
-                        "run": run.name,
-                        "method": run.method,
-                        "budget": run.budget,
-                        "seed": run.seed,
-                        "dataset": plan.profile.dataset,
-                        "task": task,
-                        "metric": metric,
-                        "value": value,
-                        "effective_macs": float(macs["effective"]),
-                        "dense_macs": float(macs["dense"]),
-                    }
-                )
+                rows.append(_row(plan, run, macs, task, metric, value))
+        for task, metric, value in _compute_values(metrics, plan.profile.tasks):
+            rows.append(_row(plan, run, macs, task, metric, value))
     return rows
+
+
+def _row(plan: Plan, run: Run, macs: dict, task: str, metric: str, value) -> dict[str, Any]:
+    return {
+        "run": run.name,
+        "method": run.method,
+        "budget": run.budget,
+        "seed": run.seed,
+        "dataset": plan.profile.dataset,
+        "task": task,
+        "metric": metric,
+        "value": value,
+        "effective_macs": float(macs["effective"]),
+        "dense_macs": float(macs["dense"]),
+    }
+
+
+def _compute_values(metrics: dict[str, Any], tasks) -> list[tuple[str, str, float | None]]:
+    """(task, metric, value) of a run's activity, compute allocation and gate rules."""
+    values: list[tuple[str, str, float | None]] = []
+    activity = metrics.get("activity") or {}
+    if activity:
+        values.append((COMPUTE_TASK, "activity", sum(activity.values()) / len(activity)))
+    allocation = metrics.get("compute_allocation") or {}
+    for key, metric in _ALLOCATION.items():
+        if key in allocation:
+            values.append((COMPUTE_TASK, metric, allocation[key]))
+    for rule, section in sorted((metrics.get("gate_rules") or {}).items()):
+        values.append((COMPUTE_TASK, f"activity@{rule}", section.get("activity_mean")))
+        for task in TASK_ORDER:
+            if task in tasks and isinstance(section.get(task), dict):
+                for metric in HEADLINE[task]:
+                    if metric in section[task]:
+                        values.append((task, f"{metric}@{rule}", section[task][metric]))
+    return values
 
 
 def _cell(value: Any) -> str:
@@ -147,7 +187,12 @@ def per_run_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[dict[str,
                 "macs_pct": 100.0 * row["effective_macs"] / dense,
             },
         )
-        if row["metric"] in HEADLINE[row["task"]]:
+        if row["task"] == COMPUTE_TASK:
+            if row["metric"] in ("activity", "allocation_ratio"):
+                entry[row["metric"]] = row["value"]
+                if row["metric"] not in columns:
+                    columns.append(row["metric"])
+        elif row["metric"] in HEADLINE[row["task"]]:
             column = f"{row['task']}_{row['metric']}"
             entry[column] = row["value"]
             if column not in columns:

@@ -25,7 +25,9 @@ from matplotlib.figure import Figure
 
 from pag.errors import PagError
 from pag.fileio import atomic_write
+from pag.report.ablation import ablation_table
 from pag.report.activity import layer_activity
+from pag.report.allocation import allocation_figure, allocation_table
 from pag.report.compute import accuracy_vs_compute
 from pag.report.curves import training_curves
 from pag.report.qualitative import multipool_maps, ponder_maps, qualitative
@@ -111,6 +113,24 @@ def outputs_for(
                 layer_activity,
             )
         )
+    if any(method in methods for method in DYNAMIC):
+        out.append(
+            Output(
+                "compute_allocation",
+                "figure",
+                "Where the compute goes: residual units per pixel within 2 px of a boundary "
+                "over those elsewhere, per dynamic method and budget (random gate: 1.0).",
+                allocation_figure,
+            )
+        )
+        out.append(
+            Output(
+                "table_compute_allocation",
+                "table",
+                "Units computed per pixel near boundaries and away from them, and their ratio.",
+                allocation_table,
+            )
+        )
     if "mp_pag" in methods:
         out.append(
             Output(
@@ -167,6 +187,16 @@ def outputs_for(
             matched_budget_table,
         )
     )
+    if any(method not in METHODS for method in methods):
+        out.append(
+            Output(
+                "table_ablation",
+                "table",
+                "The ablation: every line (method or variant) with activity, MACs, headline "
+                "metrics, compute allocation and PAG under other evaluation rules.",
+                ablation_table,
+            )
+        )
     out.append(
         Output(
             "table_paper",
@@ -196,7 +226,7 @@ def make_report(inputs: ReportInputs, out_dir: str | Path) -> ReportResult:
     A malformed summary.csv is a PagError and writes nothing; an output whose own inputs are
     missing or malformed is skipped, named in the result and in README.md."""
     out_dir = Path(out_dir)
-    data = ReportData(inputs, load_summary(inputs.summary_csv))
+    data = ReportData(inputs, load_summary(inputs.summary_csv, tuple(inputs.variants)))
     problems = _expectations(data)
     methods = list(inputs.methods) or data.methods
     tasks = list(inputs.tasks) or data.tasks

@@ -1,8 +1,10 @@
 """The paper's central comparison: accuracy versus compute, one panel per headline metric.
 
-x is effective MACs as % of the dense baseline, y the metric; swept methods (PAG, truncation,
-layer skipping, SACT) are curves through their budgets, the others single points; each point is
-the mean over seeds with ±1 s.d. error bars."""
+x is effective MACs as % of the dense baseline, y the metric; swept methods (PAG, random gate,
+truncation, layer skipping, SACT) are curves through their budgets, the others single points;
+each point is the mean over seeds with ±1 s.d. error bars. A dotted line across each panel
+marks the dense baseline fine-tuned with the others' schedule (`dense_ft`), the reference every
+method is compared with."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from pag.report.results import ReportData, curve_points, headline_panels
 from pag.report.style import (
     FIGURE_WIDTH_IN,
     METHODS,
+    REFERENCE,
     STYLE,
     SWEPT,
     TASK_LABELS,
@@ -71,6 +74,9 @@ def _plot_panel(ax: Axes, rows: pd.DataFrame, *, title: str, ylabel: str) -> Non
     """Swept methods as one line each (mean per budget, ordered by MACs), the others as single
     markers; error bars are the s.d. over seeds. Methods without this metric are skipped."""
     stats = curve_points(rows)
+    reference = stats[stats["method"] == REFERENCE]
+    if not reference.empty:  # the accuracy every method is compared with, across the panel
+        ax.axhline(float(reference["mean"].mean()), color=STYLE[REFERENCE][1], lw=0.6, ls=":")
     for method in METHODS:
         points = stats[stats["method"] == method].sort_values(["macs_pct", "budget"])
         if points.empty:

@@ -62,10 +62,11 @@ class ReportInputs:
     tasks: tuple[str, ...] = ()
     profile: str | None = None
     title: str | None = None
+    variants: Mapping[str, str] = field(default_factory=dict)  # ablation name -> method
 
 
-def load_summary(path: Path) -> pd.DataFrame:
-    """Read and check summary.csv.
+def load_summary(path: Path, variants: Iterable[str] = ()) -> pd.DataFrame:
+    """Read and check summary.csv (methods: `METHODS` and the profile's `variants`).
 
     Adds `macs_pct` (effective MACs as % of the dataset's dense baseline, else of the run's own
     dense architecture) and `own_dense` (True where the latter was used)."""
@@ -89,9 +90,10 @@ def load_summary(path: Path) -> pd.DataFrame:
         empty = df.index[df[column] == ""]
         if len(empty):
             raise PagError(f"{path}: line {empty[0] + 2}: empty {column!r}")
-    unknown = sorted(set(df["method"]) - set(METHODS))
+    unknown = sorted(set(df["method"]) - set(METHODS) - set(variants))
     if unknown:
-        raise PagError(f"{path}: unknown method(s) {unknown}; expected one of {list(METHODS)}")
+        known = [*METHODS, *variants]
+        raise PagError(f"{path}: unknown method(s) {unknown}; expected one of {known}")
     for column in ("budget", "seed", "value", "effective_macs", "dense_macs"):
         text = df[column]
         number = pd.to_numeric(text, errors="coerce").astype(float)

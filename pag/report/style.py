@@ -18,9 +18,22 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 # the order of legends and of table rows
-METHODS = ("dense", "multipool_avg", "mp_pag", "pag", "truncation", "layer_skip", "sact")
-SWEPT = frozenset({"pag", "truncation", "layer_skip", "sact"})  # curves; the others are points
-DYNAMIC = ("pag", "layer_skip", "sact")  # methods with a per-pixel (or per-image) ponder map
+METHODS = (
+    "dense",
+    "dense_ft",
+    "multipool_avg",
+    "mp_pag",
+    "pag",
+    "random_gate",
+    "truncation",
+    "layer_skip",
+    "sact",
+)
+# curves; the others are points
+SWEPT = frozenset({"pag", "random_gate", "truncation", "layer_skip", "sact"})
+# methods with a per-pixel (or per-image) ponder map
+DYNAMIC = ("pag", "random_gate", "layer_skip", "sact")
+REFERENCE = "dense_ft"  # the accuracy reference: dense with the fine-tune the others get
 MULTIPOOL = ("multipool_avg", "mp_pag")
 
 # seaborn 0.13's "colorblind" palette, copied so a method keeps its colour whatever seaborn
@@ -38,8 +51,10 @@ COLORBLIND = (
     "#56b4e9",
 )
 # method -> (label, colour, marker, line style); fixed so every figure draws a method alike
-STYLE: dict[str, tuple[str, str, str, str]] = {
+STYLE: dict[str, tuple[str, str, str, Any]] = {
     "dense": ("Dense", COLORBLIND[7], "*", "none"),
+    "dense_ft": ("Dense + fine-tune", "#000000", "X", "none"),
+    "random_gate": ("Random gate", COLORBLIND[9], "x", (0, (5, 1, 1, 1, 1, 1))),
     "multipool_avg": ("MultiPool (avg)", COLORBLIND[5], "s", "none"),
     "mp_pag": ("MP-PAG", COLORBLIND[4], "D", "none"),
     "pag": ("PAG", COLORBLIND[0], "o", "-"),

@@ -140,6 +140,11 @@ class SparseExecutor:
     def _unit(self, name: str, block: nn.Module) -> Unit:
         unit = Unit(name, BlockExecutor(name, block, self.ctx))
         gate = block.gate
+        if isinstance(gate, gating.RandomPixelGate):
+            raise PagError(
+                f"{name}: a random gate (the random_gate control) draws its decisions instead "
+                "of computing them from the features; the sparse executor runs learned policies"
+            )
         if isinstance(gate, gating.PixelGate):
             unit.pixel, unit.gate_mode = PixelDecision(gate), gate.mode
         elif isinstance(gate, BlockGate):

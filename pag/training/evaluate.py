@@ -99,7 +99,8 @@ from pag.training.loop import (
 from pag.training.run_params import RunParams, resolve_threads
 
 SAMPLES_FILE = "samples.npz"
-ACTIVITY_METHODS = ("pag", "mp_pag", "layer_skip", "sact")
+ACTIVITY_METHODS = ("pag", "random_gate", "mp_pag", "layer_skip", "sact")
+NEAR_BOUNDARY_PX = 2.0  # compute_allocation: "near" = within this distance of a boundary
 DEPTH_CAPS: dict[str, float] = {"nyuv2": NYU_MAX_DEPTH}  # metres; other datasets: no cap
 IGNORE_INDEX = 255
 
@@ -297,6 +298,96 @@ class LatencyTimer:
         }
 
 
+class ComputeAllocation:
+    """Where a dynamic method spends its compute: the mean ponder value (residual units
+    computed per pixel) at pixels within `radius` px (Euclidean) of a ground-truth boundary
+    and at the other pixels, pooled over the split. Boundaries are the union of the
+    sample's annotators' boundary maps, or, for datasets without them, where the semantic
+    label changes between 4-neighbours (255 = ignore counts as a label here)."""
+
+    def __init__(self, radius: float = NEAR_BOUNDARY_PX):
+        self.radius = float(radius)
+        self.sums = {"near": 0.0, "far": 0.0}
+        self.counts = {"near": 0, "far": 0}
+        self.source: str | None = None
+
+    def update(self, ponder: np.ndarray, sample: dict) -> None:
+        edges, source = boundary_map(sample)
+        if edges is None:
+            return
+        self.source = source
+        near = near_mask(edges, self.radius)
+        for key, where in (("near", near), ("far", ~near)):
+            self.sums[key] += float(ponder[where].astype(np.float64).sum())
+            self.counts[key] += int(where.sum())
+
+    def compute(self) -> dict[str, Any] | None:
+        if self.source is None:
+            return None
+        near = self.sums["near"] / self.counts["near"] if self.counts["near"] else float("nan")
+        far = self.sums["far"] / self.counts["far"] if self.counts["far"] else float("nan")
+        total = self.counts["near"] + self.counts["far"]
+        return {
+            "near_boundary": near,
+            "far_from_boundary": far,
+            "ratio": near / far if far > 0 else float("nan"),
+            "near_fraction": self.counts["near"] / total if total else float("nan"),
+            "radius_px": self.radius,
+            "boundary_source": self.source,
+            "unit": "residual units computed per pixel",
+        }
+
+
+def boundary_map(sample: dict) -> tuple[np.ndarray | None, str | None]:
+    """An H x W bool map of ground-truth boundaries and where it came from."""
+    if "boundary" in sample:
+        maps = np.asarray(sample["boundary"])
+        return (maps.reshape(-1, *maps.shape[-2:]) != 0).any(0), "boundary"
+    if "semantic" in sample:
+        labels = np.asarray(sample["semantic"])
+        edges = np.zeros(labels.shape, dtype=bool)
+        dx = labels[:, 1:] != labels[:, :-1]
+        dy = labels[1:, :] != labels[:-1, :]
+        edges[:, 1:] |= dx
+        edges[:, :-1] |= dx
+        edges[1:, :] |= dy
+        edges[:-1, :] |= dy
+        return edges, "semantic"
+    return None, None
+
+
+def near_mask(edges: np.ndarray, radius: float) -> np.ndarray:
+    """Pixels within `radius` (Euclidean, in pixels) of a True pixel of `edges`."""
+    from scipy.ndimage import distance_transform_edt
+
+    if not edges.any():
+        return np.zeros(edges.shape, dtype=bool)
+    return distance_transform_edt(~edges) <= radius
+
+
+def _rule_pass(model, dataset, normalize, params, rule: str, device) -> dict[str, Any]:
+    """One pass over the split with every gate deciding by `rule`: headline task metrics
+    and the mean fraction of positions computing over the gated blocks."""
+    from pag.models.gating import gate_rule
+
+    tasks = TaskMetrics(params.tasks, params.dataset)
+    fractions = []
+    with gate_rule(model, rule), torch.no_grad():
+        for index in range(len(dataset)):
+            sample = dataset[index]
+            x = normalize({"image": sample["image"]})["image"][None].to(device)
+            output = model(x)
+            tasks.update(_prediction_arrays(output["pred"]), sample)
+            gates = output["aux"].get("gates", {})
+            fractions.extend(float(g[:, 1].float().mean()) for g in gates.values())
+    metrics = tasks.compute()
+    for section in metrics.values():
+        for key in ("pr_curve", "iou_per_class"):
+            section.pop(key, None)
+    metrics["activity_mean"] = float(np.mean(fractions)) if fractions else None
+    return metrics
+
+
 # -- the evaluation --------------------------------------------------------------------------------
 
 
@@ -323,6 +414,7 @@ def evaluate(
     device: str = "cpu",
     samples: str | os.PathLike | None = None,
     sparse: bool = False,
+    gate_rules: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Evaluate `run_dir`'s final weights on `split`; write and return the metrics.
 
@@ -330,10 +422,17 @@ def evaluate(
     images' predictions and maps go to `samples` (default `RUN_DIR/eval_<split>/samples.npz`;
     none if 0).
     `data_root` overrides the params' data root. `sparse`: predict with the sparse executor
-    and time it against the dense forward (see the module docstring). Everything is checked,
+    and time it against the dense forward (see the module docstring). `gate_rules`: extra
+    passes with every per-pixel gate deciding by each rule (`pag.models.gating.GATE_RULES`),
+    scored into `gate_rules` (an ablation of the evaluation rule). Everything is checked,
     and the whole split evaluated, before anything is written."""
     if save < 0:
         raise PagError(f"save must be >= 0 images, got {save}")
+    from pag.models.gating import GATE_RULES
+
+    unknown = sorted(set(gate_rules) - set(GATE_RULES))
+    if unknown:
+        raise PagError(f"unknown gate rules {unknown}; expected some of {list(GATE_RULES)}")
     run_dir = Path(run_dir)
     params, final = load_run(run_dir)
     torch_device = resolve_device(device)
@@ -349,6 +448,7 @@ def evaluate(
         timer = LatencyTimer(model, torch_device) if sparse else None
         blocks = controlled_blocks(model, params.method)
         tasks = TaskMetrics(params.tasks, params.dataset)
+        allocation = ComputeAllocation()
         dense, effective = [], []
         computed = dict.fromkeys(blocks, 0.0)
         possible = dict.fromkeys(blocks, 0.0)
@@ -378,6 +478,8 @@ def evaluate(
                     possible[block] += report.modules[f"trunk.{block}.conv2"].dense
                 pred = _prediction_arrays(output["pred"])
                 tasks.update(pred, sample)
+                if blocks and isinstance(output["aux"].get("ponder"), torch.Tensor):
+                    allocation.update(output["aux"]["ponder"][0, 0].float().cpu().numpy(), sample)
                 if len(saved_ids) < save:
                     sid = str(sample.get("id", index))
                     saved_ids.append(sid)
@@ -386,6 +488,16 @@ def evaluate(
                     )
         finally:
             hook.remove()
+        has_gates = any(getattr(b, "gate", None) is not None for _, b in model.blocks())
+        if gate_rules and not (has_gates and params.method in ("pag", "random_gate")):
+            raise PagError(
+                f"{run_dir}: gate rules {list(gate_rules)} need per-pixel gates (pag, "
+                f"random_gate); this run is {params.method!r}"
+            )
+        by_rule = {
+            rule: _rule_pass(model, dataset, normalize, params, rule, torch_device)
+            for rule in gate_rules
+        }
 
     task_metrics = tasks.compute()
     result: dict[str, Any] = {
@@ -404,6 +516,11 @@ def evaluate(
         },
         "activity": {b: computed[b] / possible[b] for b in blocks if possible[b] > 0},
     }
+    allocated = allocation.compute()
+    if allocated is not None:
+        result["compute_allocation"] = allocated
+    if by_rule:
+        result["gate_rules"] = by_rule
     if timer is not None:
         result["latency"] = timer.summary()
     result = json_safe(result)

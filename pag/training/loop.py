@@ -173,6 +173,7 @@ class RunState:
     epoch: int = 0
     position: int = 0
     sums: dict[str, float] = field(default_factory=dict)  # loss sums over the epoch so far
+    peaks: dict[str, float] = field(default_factory=dict)  # gradient-norm maxima, likewise
     history: list[dict[str, float]] = field(default_factory=list)  # per-epoch means
     images: int = 0  # images trained on, all processes of the run together
     seconds: float = 0.0  # time spent in training steps, likewise
@@ -183,6 +184,7 @@ class RunState:
             "epoch": self.epoch,
             "position": self.position,
             "sums": dict(self.sums),
+            "peaks": dict(self.peaks),
             "history": [dict(h) for h in self.history],
             "images": self.images,
             "seconds": self.seconds,
@@ -502,11 +504,48 @@ class _Saver:
         )
 
 
+def decision_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """The parameters a method added to decide what to compute (`DECISION_PARAMS`)."""
+    return [
+        p
+        for n, p in model.named_parameters()
+        if p.requires_grad and any(part in n for part in DECISION_PARAMS)
+    ]
+
+
+def _gradient_norms(model, decision, clip: float | None) -> dict[str, float]:
+    """The global gradient norm before clipping (the gradients are then clipped to `clip`
+    when set), and that of the decision parameters alone after clipping: how the gates'
+    gradients grow as the temperature falls."""
+    params = [p for p in model.parameters() if p.grad is not None]
+    if clip is not None:
+        total = torch.nn.utils.clip_grad_norm_(params, clip)
+    else:
+        total = torch.nn.utils.get_total_norm([p.grad for p in params])
+    norms = {"grad_norm": float(total)}
+    grads = [p.grad for p in decision if p.grad is not None]
+    if grads:
+        norms["decision_grad_norm"] = float(torch.nn.utils.get_total_norm(grads))
+    return norms
+
+
 def _train_step(
-    net, model, optimizer, batch, weights, budget_weight, device, step, world: World | None = None
+    net,
+    model,
+    optimizer,
+    batch,
+    weights,
+    budget_weight,
+    device,
+    step,
+    world: World | None = None,
+    *,
+    decision: list | None = None,
+    clip: float | None = None,
 ) -> dict:
     """One optimizer step; the loss terms (unweighted) and the weighted total as floats
-    (averaged over ranks under torchrun). A term that is not finite stops the run, on every
+    (averaged over ranks under torchrun), and the gradient norms (`_gradient_norms`; the
+    decision parameters' after clipping). A term that is not finite stops the run, on every
     rank, before the weights change. `net` is `model` or its DDP wrapper."""
     cuda = device.type == "cuda"
     images = batch["image"].to(device, non_blocking=True)
@@ -525,9 +564,10 @@ def _train_step(
     _check_finite(step, named)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    norms = _gradient_norms(model, decision or [], clip)
     optimizer.step()
     named["loss"] = named.pop("total")
-    return named
+    return {**named, **norms}
 
 
 def _batches(loader: DataLoader) -> Iterator[dict]:
@@ -549,6 +589,7 @@ def _run_epochs(
     t = params.training
     weights = {task: t.loss_weights.get(task, 1.0) for task in params.tasks}
     steps_per_epoch = len(dataset) // t.batch_size
+    decision = decision_parameters(model)
     while state.epoch < t.epochs:
         epoch = state.epoch
         temperature = t.temperature.at(epoch) if t.temperature is not None else None
@@ -570,12 +611,24 @@ def _run_epochs(
         for batch in _batches(loader):
             step = state.step + 1
             values = _train_step(
-                net, model, optimizer, batch, weights, t.budget_weight, device, step, world
+                net,
+                model,
+                optimizer,
+                batch,
+                weights,
+                t.budget_weight,
+                device,
+                step,
+                world,
+                decision=decision,
+                clip=t.grad_clip,
             )
             scheduler.step()
             state.step, state.position = step, state.position + 1
             for name, value in values.items():
                 state.sums[name] = state.sums.get(name, 0.0) + value
+                if name.endswith("grad_norm"):
+                    state.peaks[name] = max(state.peaks.get(name, 0.0), value)
             images = int(batch["image"].shape[0]) * world.size
             state.images += images
             now = time.perf_counter()
@@ -586,9 +639,10 @@ def _run_epochs(
             started = time.perf_counter()
         summary = _means(state.sums, steps_per_epoch)
         record: dict[str, Any] = {"epoch": epoch + 1, "train": summary}
+        record["train_max"] = dict(state.peaks)
         record["lr"] = scheduler.get_last_lr()[0]
         if temperature is not None:
             record["temperature"] = temperature
         state.history.append(record)
         progress.end_epoch(summary)
-        state.epoch, state.position, state.sums = epoch + 1, 0, {}
+        state.epoch, state.position, state.sums, state.peaks = epoch + 1, 0, {}, {}
