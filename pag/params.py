@@ -112,6 +112,11 @@ class ModelParams(Params):
         "noiseless gate probabilities",
     )
     sparsity_scope: Literal["layer", "global"] = "layer"
+    truncation_mode: Literal["rebuild_heads", "shortcut"] = Field(
+        default="rebuild_heads",
+        description="truncation: remove the later blocks and rebuild the heads on the last "
+        "kept block, or keep only the later blocks' shortcuts (heads unchanged)",
+    )
     multipool_block: str = "layer4.1"
     dilations: tuple[int, ...] = (2, 4, 6, 8, 10)
 

@@ -257,3 +257,34 @@ def test_the_ablation_profile_expands_with_gate_rules_on_pag_lines_only():
     assert "--gate-rules open,expected,sample" in plan.job("eval-pag_st-0.5-s0").cmd
     assert "--gate-rules" not in plan.job("eval-random_gate-0.5-s0").cmd
     assert "--gate-rules" not in plan.job("eval-layer_skip_gate10-0.5-s0").cmd
+
+
+def test_shortcut_truncation_passes_shortcuts_and_keeps_the_heads():
+    from pag.flops import measure_macs
+
+    dense = build_model("dense", None, **SMALL).eval()
+    cut = build_model("truncation", 7, truncation_mode="shortcut", **SMALL).eval()
+    cut.load_state_dict(dense.state_dict())
+    last = cut.block("layer4.1")
+    assert not any(p.requires_grad for p in last.parameters())
+    assert all(p.requires_grad for p in cut.block("layer4.0").parameters())
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        f = dense.trunk.stem(x)
+        for name, block in dense.blocks():
+            f = block(f) if name != "layer4.1" else f  # layer4.1's identity shortcut alone
+        expected = {t: h(f, (64, 64)) for t, h in dense.heads.items()}
+        got = cut(x)["pred"]
+    torch.testing.assert_close(got["semantic"], expected["semantic"])
+    macs = [
+        float(
+            measure_macs(
+                build_model("truncation", k, truncation_mode="shortcut", **SMALL), x
+            ).effective[0]
+        )
+        for k in range(1, 9)
+    ]
+    assert macs == sorted(macs)  # fewer blocks kept, fewer MACs
+    assert macs[-1] == measure_macs(dense, x).dense
+    with pytest.raises(PagError, match="truncation mode"):
+        build_model("truncation", 6, truncation_mode="drop", **SMALL)

@@ -209,9 +209,34 @@ def _gated_names(model: DensePredictionModel, blocks: list[str] | str) -> list[s
     return [n for n, _ in model.blocks()] if blocks == "all" else list(blocks)
 
 
-def apply_truncation(model: DensePredictionModel, kept: int) -> None:
-    """Keep the first `kept` residual blocks; the heads see the last kept block's features."""
+TRUNCATION_MODES = ("rebuild_heads", "shortcut")
+
+
+class DroppedBranch(nn.Module):
+    """Attached as `block.gate` by shortcut truncation: the block computes only its shortcut,
+    relu(shortcut(x)) (the identity after a ReLU, or the projection where the block changes
+    the shape), so the blocks after it and the heads keep their shapes and dense weights."""
+
+    def forward(self, block: nn.Module, x: Tensor) -> Tensor:
+        return block.relu(block.shortcut(x))
+
+
+def apply_truncation(model: DensePredictionModel, kept: int, mode: str = "rebuild_heads") -> None:
+    """Keep the first `kept` residual blocks. "rebuild_heads": the later blocks are removed and
+    new heads see the last kept block's features; "shortcut": the later blocks' residual
+    branches are removed (their parameters frozen and unused), each passing on its shortcut,
+    so the heads keep their input and their dense weights."""
+    if mode not in TRUNCATION_MODES:
+        raise PagError(f"truncation mode must be one of {list(TRUNCATION_MODES)}, got {mode!r}")
     names = [name for name, _ in model.blocks()]
+    if mode == "shortcut":
+        for name in names[kept:]:
+            block = model.block(name)
+            block.gate = DroppedBranch()
+            for pname, param in block.named_parameters():
+                if not pname.startswith("downsample."):
+                    param.requires_grad_(False)
+        return
     model.dropped_blocks = names[kept:]
     for stage in reversed(model.trunk.stages()):
         while len(stage) and len(model.blocks()) > kept:
@@ -244,6 +269,7 @@ def build_model(
     gate_bias: float = 2.0,
     budget_source: str = "samples",
     sparsity_scope: str = "layer",
+    truncation_mode: str = "rebuild_heads",
     multipool_block: str = "layer4.1",
     dilations: tuple[int, ...] = (2, 4, 6, 8, 10),
 ) -> DensePredictionModel:
@@ -269,7 +295,7 @@ def build_model(
 
         apply_multipool(model, multipool_block, dilations, average=method == "multipool_avg")
     elif method == "truncation":
-        apply_truncation(model, budget)
+        apply_truncation(model, budget, truncation_mode)
     elif method == "layer_skip":
         from pag.models.layer_skip import apply_layer_skip
 

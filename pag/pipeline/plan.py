@@ -189,6 +189,7 @@ _TRUNK_KEYS = ("depth", "width_multiplier", "output_stride", "head_hidden")
 _METHOD_MODEL_KEYS = {
     "pag": ("gate_mode", "sparsity_scope", "hard_gates", "gate_bias", "budget_source"),
     "random_gate": ("gate_mode",),
+    "truncation": ("truncation_mode",),
     "mp_pag": ("multipool_block", "dilations"),
     "multipool_avg": ("multipool_block", "dilations"),
 }
