@@ -61,11 +61,25 @@ def metric_values(base: float, seed: int) -> dict[tuple[str, str], float]:
     }
 
 
+def compute_values(method: str, base: float, seed: int) -> dict[tuple[str, str], float]:
+    """A dynamic method's compute rows: more units near boundaries than away (ratio > 1)."""
+    if method not in ("pag", "layer_skip", "sact"):
+        return {}
+    near, far = 4 * base + 0.1 * seed, 3 * base
+    return {
+        ("compute", "activity"): base,
+        ("compute", "near_boundary"): near,
+        ("compute", "far_from_boundary"): far,
+        ("compute", "allocation_ratio"): near / far,
+    }
+
+
 def write_summary(path: Path, runs=RUNS, drop=lambda row: False) -> Path:
     rows = []
     for method, budget, macs, base in runs:
         for seed in (0, 1):
-            for (task, metric), value in metric_values(base, seed).items():
+            values = {**metric_values(base, seed), **compute_values(method, base, seed)}
+            for (task, metric), value in values.items():
                 row = {
                     "run": run_name(method, budget, seed),
                     "method": method,
@@ -173,7 +187,7 @@ def test_every_figure_and_table_is_produced(full: ReportInputs, tmp_path: Path) 
     names = sorted(p.name for p in result.written)
     assert names == sorted(planned_files(full.methods, full.tasks))
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == names
-    assert len(names) == 2 * (11 + 4) + 1  # 11 figures, 4 tables, two formats each; README
+    assert len(names) == 2 * (12 + 5) + 1  # 12 figures, 5 tables, two formats each; README
     for path in result.written:
         if path.suffix == ".png":
             assert path.read_bytes().startswith(b"\x89PNG")

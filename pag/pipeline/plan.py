@@ -161,7 +161,7 @@ def weights_path(profile: Profile) -> str | None:
 
 def report_files(profile: Profile) -> list[str]:
     """The files `pag report` writes for the profile's methods and tasks."""
-    from pag.report import planned_files
+    from pag.report.outputs import planned_files
 
     return planned_files(tuple(profile.methods), tuple(profile.tasks))
 

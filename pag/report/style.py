@@ -17,24 +17,7 @@ import matplotlib.style
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-# the order of legends and of table rows
-METHODS = (
-    "dense",
-    "dense_ft",
-    "multipool_avg",
-    "mp_pag",
-    "pag",
-    "random_gate",
-    "truncation",
-    "layer_skip",
-    "sact",
-)
-# curves; the others are points
-SWEPT = frozenset({"pag", "random_gate", "truncation", "layer_skip", "sact"})
-# methods with a per-pixel (or per-image) ponder map
-DYNAMIC = ("pag", "random_gate", "layer_skip", "sact")
-REFERENCE = "dense_ft"  # the accuracy reference: dense with the fine-tune the others get
-MULTIPOOL = ("multipool_avg", "mp_pag")
+from pag.report.groups import DYNAMIC, METHODS, MULTIPOOL, REFERENCE, SWEPT  # noqa: F401
 
 # seaborn 0.13's "colorblind" palette, copied so a method keeps its colour whatever seaborn
 # release is installed (tests/test_report.py checks the copy) and no pyplot import is needed

@@ -1,0 +1,79 @@
+"""`make_report`: render every output a report's inputs allow, then write them atomically."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from pag.errors import PagError
+from pag.fileio import atomic_write
+from pag.report.outputs import FIGURE_FORMATS, Output, outputs_for
+from pag.report.readme import readme
+from pag.report.results import HEADLINE, MissingInput, ReportData, ReportInputs, load_summary
+from pag.report.style import render
+from pag.report.table import Table
+
+
+@dataclass(frozen=True)
+class ReportResult:
+    written: list[Path]
+    skipped: dict[str, str]  # output stem -> why
+
+
+def make_report(inputs: ReportInputs, out_dir: str | Path) -> ReportResult:
+    """Render every output the inputs allow, then write them (and README.md) into `out_dir`.
+
+    A malformed summary.csv is a PagError and writes nothing; an output whose own inputs are
+    missing or malformed is skipped, named in the result and in README.md."""
+    out_dir = Path(out_dir)
+    data = ReportData(inputs, load_summary(inputs.summary_csv, tuple(inputs.variants)))
+    problems = _expectations(data)
+    methods = list(inputs.methods) or data.methods
+    tasks = list(inputs.tasks) or data.tasks
+    rendered: dict[str, bytes] = {}
+    made: list[Output] = []
+    skipped: dict[str, str] = {}
+    for output in outputs_for(methods, tasks):
+        try:
+            result = output.make(data)
+        except MissingInput as exc:
+            skipped[output.stem] = str(exc)
+            continue
+        except PagError as exc:
+            skipped[output.stem] = str(exc)
+            continue
+        if isinstance(result, Table):
+            rendered[f"{output.stem}.md"] = result.markdown().encode()
+            rendered[f"{output.stem}.tex"] = result.latex(output.stem).encode()
+        else:
+            for fmt in FIGURE_FORMATS:
+                rendered[f"{output.stem}.{fmt}"] = render(result, fmt)
+        made.append(output)
+    rendered["README.md"] = readme(data, made, skipped, problems).encode()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, payload in rendered.items():
+        path = out_dir / name
+        with atomic_write(path) as handle:
+            handle.write(payload)
+        written.append(path)
+    return ReportResult(written, {**{k: v for k, v in skipped.items()}, **problems})
+
+
+def _expectations(data: ReportData) -> dict[str, str]:
+    """What the profile promised and the summary lacks: methods without runs, tasks without
+    their headline metrics."""
+    problems = {}
+    present = set(data.df["method"])
+    for method in data.inputs.methods:
+        if method not in present:
+            problems[f"method {method}"] = (
+                f"{method} is in the profile but has no runs in {data.inputs.summary_csv}"
+            )
+    for task in data.inputs.tasks:
+        for t, metric in HEADLINE:
+            if t == task and not ((data.df["task"] == task) & (data.df["metric"] == metric)).any():
+                problems[f"metric {task}/{metric}"] = (
+                    f"{task}/{metric} is absent from {data.inputs.summary_csv}"
+                )
+    return problems
