@@ -102,3 +102,35 @@ def test_trivial_predictors_fit_constants_by_hand():
     maps = predictions(constants, 3, 5)
     assert maps["semantic"].shape == (3, 5) and (maps["semantic"] == 1).all()
     assert maps["normals"].shape == (3, 3, 5) and maps["boundary"].max() == 0.5
+
+
+def test_compute_allocation_gate_rules_and_gradient_norms_reach_the_summary(tiny_results):
+    plan, root, _ = tiny_results
+    path = root / "results/tiny/runs/pag-0.5-s0/metrics.json"
+    data = json.loads(path.read_text())
+    data["activity"] = {"layer1.0": 0.4, "layer1.1": 0.6}
+    data["compute_allocation"] = {"near_boundary": 6.0, "far_from_boundary": 4.0, "ratio": 1.5}
+    data["gate_rules"] = {"open": {"semantic": {"miou": 0.25}, "activity_mean": 1.0}}
+    path.write_text(json.dumps(data))
+    train = root / "runs/tiny/pag-0.5-s0/metrics.json"
+    train.parent.mkdir(parents=True)
+    history = [
+        {"train": {"grad_norm": 2.0, "decision_grad_norm": 1.0}, "train_max": {"grad_norm": 9.0}},
+        {"train": {"grad_norm": 3.0, "decision_grad_norm": 0.5}, "train_max": {"grad_norm": 4.0}},
+    ]
+    train.write_text(json.dumps({"history": history}))
+    summarize(plan, root)
+    rows = list(csv.DictReader((root / "results/tiny/summary.csv").read_text().splitlines()))
+    mine = {(r["task"], r["metric"]): r["value"] for r in rows if r["run"] == "pag-0.5-s0"}
+    assert mine["compute", "activity"] == "0.5"
+    assert mine["compute", "allocation_ratio"] == "1.5"
+    assert mine["compute", "near_boundary"] == "6.0"
+    assert mine["semantic", "miou@open"] == "0.25" and mine["compute", "activity@open"] == "1.0"
+    assert mine["training", "grad_norm_last_epoch"] == "3.0"
+    assert mine["training", "grad_norm_max"] == "9.0"
+    assert mine["training", "decision_grad_norm_last_epoch"] == "0.5"
+    assert ("training", "decision_grad_norm_max") not in mine  # no step maxima recorded
+    curves = list(csv.DictReader((root / "results/tiny/curves.csv").read_text().splitlines()))
+    pag = next(c for c in curves if c["run"] == "pag-0.5-s0")
+    assert pag["activity"] == "0.5" and pag["allocation_ratio"] == "1.5"
+    assert "grad_norm_max" not in pag

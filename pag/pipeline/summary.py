@@ -8,7 +8,9 @@ and writes, atomically, into `results/<profile>/`:
   per image (dense: of the run's own architecture). Dynamic methods add rows of task
   `compute`: `activity` (mean over controlled blocks), `near_boundary`, `far_from_boundary`
   and `allocation_ratio` (`compute_allocation`), and evaluations with extra gate rules add
-  `<metric>@<rule>` rows under each task and `activity@<rule>` under `compute`;
+  `<metric>@<rule>` rows under each task and `activity@<rule>` under `compute`; rows of
+  task `training` hold the run's gradient norms (`grad_norm_last_epoch`, `grad_norm_max`, and
+  the same of `decision_grad_norm`) from its training metrics;
 * `metrics.json`: per run, the headline metrics and MACs as % of the dense baseline
   (`dvc metrics show`);
 * `curves.csv`: one row per run with the headline metrics as columns (`dvc plots`).
@@ -56,6 +58,9 @@ _NOT_METRICS = {"num_images", "num_skipped"}
 # controlled blocks, where its compute goes (`compute_allocation`), and each extra gate rule's
 # headline metrics as "<metric>@<rule>" under their task
 COMPUTE_TASK = "compute"
+# summary rows from the training run (task "training"): gradient norms, mean over the last
+# epoch and the largest single step, of all parameters and of the decision parameters
+TRAINING_TASK = "training"
 _ALLOCATION = {
     "near_boundary": "near_boundary",
     "far_from_boundary": "far_from_boundary",
@@ -110,7 +115,35 @@ def summary_rows(plan: Plan, root: Path = Path(".")) -> list[dict[str, Any]]:
                 rows.append(_row(plan, run, macs, task, metric, value))
         for task, metric, value in _compute_values(metrics, plan.profile.tasks):
             rows.append(_row(plan, run, macs, task, metric, value))
+        history = _training_history(root / layout.train_metrics(plan.profile, run.name))
+        for metric, value in _gradient_values(history):
+            rows.append(_row(plan, run, macs, TRAINING_TASK, metric, value))
     return rows
+
+
+def _training_history(path: Path) -> list[dict[str, Any]]:
+    """A run's per-epoch training records; [] where the training metrics are absent (a
+    summary of evaluations copied without their runs)."""
+    if not path.is_file():
+        return []
+    try:
+        return list(json.loads(path.read_text()).get("history") or [])
+    except (json.JSONDecodeError, AttributeError) as exc:
+        raise PagError(f"{path}: not a training metrics file ({exc})") from None
+
+
+def _gradient_values(history: list[dict[str, Any]]) -> list[tuple[str, float]]:
+    """Gradient norms of the training run: the last epoch's mean and the largest step's."""
+    values = []
+    for name in ("grad_norm", "decision_grad_norm"):
+        last = (history[-1].get("train") or {}).get(name) if history else None
+        peaks = [h.get("train_max", {}).get(name) for h in history]
+        peaks = [p for p in peaks if p is not None]
+        if last is not None:
+            values.append((f"{name}_last_epoch", float(last)))
+        if peaks:
+            values.append((f"{name}_max", float(max(peaks))))
+    return values
 
 
 def _row(plan: Plan, run: Run, macs: dict, task: str, metric: str, value) -> dict[str, Any]:
@@ -187,6 +220,8 @@ def per_run_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[dict[str,
                 "macs_pct": 100.0 * row["effective_macs"] / dense,
             },
         )
+        if row["task"] == TRAINING_TASK:
+            continue
         if row["task"] == COMPUTE_TASK:
             if row["metric"] in ("activity", "allocation_ratio"):
                 entry[row["metric"]] = row["value"]

@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from pag.pipeline.summary import COMPUTE_TASK
+from pag.pipeline.summary import COMPUTE_TASK, TRAINING_TASK
 from pag.report.results import MissingInput, ReportData
 from pag.report.table import Table
 
@@ -26,6 +26,8 @@ _COLUMNS = (
     ("semantic", "miou@expected", "mIoU expected"),
     ("semantic", "miou@sample", "mIoU sampled"),
     (COMPUTE_TASK, "activity@sample", "activity sampled"),
+    (TRAINING_TASK, "grad_norm_max", "max grad norm"),
+    (TRAINING_TASK, "decision_grad_norm_max", "max gate grad norm"),
 )
 
 
@@ -65,7 +67,8 @@ def ablation_table(data: ReportData) -> Table:
         "computing over the controlled blocks at evaluation (hard gates); near/away: residual "
         "units per pixel within 2 px of a boundary over those elsewhere; open / expected / "
         "sampled: the same PAG weights evaluated with every gate computing, with noiseless "
-        "soft gates, and with one hard Gumbel sample per position. Validation split."
+        "soft gates, and with one hard Gumbel sample per position; grad norms: the largest global "
+        "(and decision-parameter) gradient norm of any training step. Validation split."
     ]
     return Table(
         "Ablation: PAG's fine-tuning protocol",
