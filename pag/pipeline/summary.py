@@ -245,7 +245,7 @@ def summarize(plan: Plan, root: Path = Path(".")) -> list[Path]:
     columns, runs = per_run_table(rows)
     write_csv(curves, columns, runs)
     nested = {
-        run["run"]: {key: run[key] for key in columns if key not in ("run", "method", "seed")}
+        run["run"]: {k: run[k] for k in columns if k in run and k not in ("run", "method", "seed")}
         for run in runs
     }
     write_json_atomic(metrics, nested)
