@@ -106,10 +106,11 @@ class ModelParams(Params):
     gate_bias: float = Field(
         default=2.0, ge=-10, le=10, description="PAG: initial compute-minus-skip gate logit"
     )
-    budget_source: Literal["samples", "probs"] = Field(
+    budget_source: Literal["samples", "probs", "decisions"] = Field(
         default="samples",
-        description="PAG: the sparsity loss on the training samples (the authors') or on the "
-        "noiseless gate probabilities",
+        description="PAG and layer_skip: the budget loss on the training samples (the "
+        "authors', ConvNet-AIG's), on the noiseless gate probabilities (PAG), or on the "
+        "decisions evaluation takes, straight-through",
     )
     sparsity_scope: Literal["layer", "global"] = "layer"
     truncation_mode: Literal["rebuild_heads", "shortcut"] = Field(

@@ -288,3 +288,23 @@ def test_shortcut_truncation_passes_shortcuts_and_keeps_the_heads():
     assert macs[-1] == measure_macs(dense, x).dense
     with pytest.raises(PagError, match="truncation mode"):
         build_model("truncation", 6, truncation_mode="drop", **SMALL)
+
+
+def test_budget_on_decisions_counts_what_evaluation_computes():
+    from pag.models.gating import straight_through_decision
+    from pag.models.layer_skip import TargetRateLoss
+
+    p = torch.tensor([0.3, 0.5, 0.7, 0.9], requires_grad=True)
+    decided = straight_through_decision(p)
+    assert decided.tolist() == [0.0, 0.0, 1.0, 1.0]  # ties skip, as the argmax does
+    decided.sum().backward()
+    assert p.grad.tolist() == [1.0, 1.0, 1.0, 1.0]  # the probabilities' gradient
+    loss = TargetRateLoss(0.25, "decisions")(None, {"block_gate_probs": {"b": p.detach()}})
+    assert loss.item() == pytest.approx((0.25 - 0.5) ** 2)
+    with pytest.raises(PagError, match="layer_skip budget source"):
+        TargetRateLoss(0.5, "probs")
+    model = build_model("pag", 0.5, budget_source="decisions", **SMALL).train()
+    out = model(torch.randn(2, 3, 32, 32))
+    model.budget_loss(out["aux"]).backward()
+    gate = next(m for m in model.modules() if isinstance(m, PixelGate))
+    assert gate.conv.weight.grad is not None and gate.conv.weight.grad.abs().sum() > 0

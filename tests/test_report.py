@@ -10,8 +10,8 @@ from matplotlib.collections import PathCollection
 from PIL import Image
 
 from pag import report
-from pag.report import make as report_make
 from pag.errors import PagError
+from pag.report import make as report_make
 from pag.report.compute import accuracy_vs_compute
 from pag.report.results import ReportData, ReportInputs, load_summary
 from pag.report.style import COLORBLIND
@@ -204,13 +204,13 @@ def test_table_values_match_inputs(summary: Path, tmp_path: Path) -> None:
     pag = rows[("pag", "0.5")]
     assert pag["seeds"] == "2"
     assert pag["MACs % of dense"] == "56.0"  # (0.55e9 + 0.57e9) / 2 / 1e9
-    assert pag["semantic miou"] == "0.510 ± 0.010"  # mean and population s.d. of 0.50, 0.52
-    assert pag["depth rmse"] == "0.572 ± 0.012"
-    assert pag["depth abs_rel"] == "0.143 ± 0.003"  # 0.14, 0.146
+    assert pag["semantic miou"] == "0.510 ± 0.014"  # mean and sample s.d. of 0.50, 0.52
+    assert pag["depth rmse"] == "0.572 ± 0.017"
+    assert pag["depth abs_rel"] == "0.143 ± 0.004"  # 0.14, 0.146
     assert rows[("dense", "—")]["MACs % of dense"] == "100.0"
     assert rows[("mp_pag", "0.5")]["MACs % of dense"] == "61.0"
     assert "semantic pixel_acc" not in pag
-    assert "ddof=0" in text
+    assert "ddof=1" in text
 
 
 def test_reruns_are_byte_identical(summary: Path, tmp_path: Path) -> None:
@@ -232,7 +232,7 @@ def test_metric_missing_for_one_method_still_draws(tmp_path: Path) -> None:
     assert all(p.stat().st_size > 0 for p in result.written)
     table = _table_rows((tmp_path / "out" / "summary_table.md").read_text())
     assert table[("truncation", "0.5")]["depth rmse"] == "—"
-    assert table[("truncation", "0.5")]["semantic miou"] == "0.410 ± 0.010"
+    assert table[("truncation", "0.5")]["semantic miou"] == "0.410 ± 0.014"
 
 
 def test_without_dense_run_uses_own_dense_macs(tmp_path: Path) -> None:
@@ -252,7 +252,7 @@ def test_several_datasets_are_not_mixed(tmp_path: Path) -> None:
     assert fig.axes[0].get_title() == "nyuv2: Semantic segmentation"
     text = summary_table(_data(path)).markdown()
     assert "| dataset | method |" in text
-    assert text.count("| nyuv2 | pag | 0.5 | 2 | 56.0 | 0.510 ± 0.010 |") == 1
+    assert text.count("| nyuv2 | pag | 0.5 | 2 | 56.0 | 0.510 ± 0.014 |") == 1
 
 
 def test_palette_is_seaborn_colorblind() -> None:

@@ -32,9 +32,19 @@ GATE_MODES = ("conv3x3", "residual")
 # position computing, the noiseless soft probability (a continuous mix), or one hard
 # Gumbel-max sample (a Bernoulli draw at the gate's probability)
 GATE_RULES = ("hard", "open", "expected", "sample")
-# what the sparsity loss reads: the (relaxed or straight-through) training samples, as the
-# authors' code, or the noiseless gate probabilities
-BUDGET_SOURCES = ("samples", "probs")
+# what the budget loss reads: the (relaxed or straight-through) training samples, as the
+# authors' code; the noiseless gate probabilities; or the decisions evaluation takes (the hard
+# argmax of the probabilities), with the probabilities' gradient (straight-through)
+BUDGET_SOURCES = ("samples", "probs", "decisions")
+
+
+def straight_through_decision(prob: Tensor) -> Tensor:
+    """1 where `prob` > 0.5 (the noiseless argmax that evaluation takes), 0 elsewhere, with the
+    gradient of `prob`: a budget on this constrains what evaluation computes."""
+    hard = (prob > 0.5).to(prob.dtype)
+    return hard - prob.detach() + prob
+
+
 # the authors' squashing of probabilities and uniforms away from 0 (GumbelNoisySoftMax.m)
 _PROB_EPS, _UNIFORM_EPS = 1e-3, 1e-5
 
@@ -294,8 +304,12 @@ class SparsityLoss:
     def __call__(self, model: nn.Module, aux: dict) -> Tensor:
         if self.source == "samples":
             return sparsity_loss(aux["gates"], self.target, self.scope)
-        probs = {n: torch.cat([1 - p, p], dim=1) for n, p in aux["gate_probs"].items()}
-        return sparsity_loss(probs, self.target, self.scope)
+        probs = aux["gate_probs"]
+        if self.source == "decisions":
+            probs = {n: straight_through_decision(p) for n, p in probs.items()}
+        return sparsity_loss(
+            {n: torch.cat([1 - p, p], dim=1) for n, p in probs.items()}, self.target, self.scope
+        )
 
 
 def ponder_map(gates: dict[str, Tensor], size: tuple[int, int]) -> Tensor:

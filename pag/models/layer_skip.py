@@ -41,7 +41,12 @@ from torch import Tensor, nn
 
 from pag.errors import PagError
 from pag.flops import measuring
-from pag.models.gating import RecordsDecisions, gumbel_softmax, hard_argmax
+from pag.models.gating import (
+    RecordsDecisions,
+    gumbel_softmax,
+    hard_argmax,
+    straight_through_decision,
+)
 
 GATE_HIDDEN = 16
 # convnet-aig: "initialize the bias of the last fc for initial opening rate of about 85%"
@@ -94,7 +99,9 @@ class BlockGate(RecordsDecisions, nn.Module):
         else:
             gate = hard_argmax(logits)
         self.last_gate = gate[:, 1, 0, 0]
-        self.last_prob = F.softmax(logits.detach(), dim=1)[:, 1, 0, 0]
+        self.last_prob = F.softmax(logits, dim=1)[
+            :, 1, 0, 0
+        ]  # a budget on decisions needs its grad
         return gate[:, 1:2]
 
     def forward(self, block: nn.Module, x: Tensor) -> Tensor:
@@ -133,13 +140,28 @@ class _LayerSkipAux:
 
 
 class TargetRateLoss:
-    """ConvNet-AIG's target-rate loss: mean over gated blocks of (t - mean_batch(g_k))^2."""
+    """ConvNet-AIG's target-rate loss: mean over gated blocks of (t - mean_batch(g_k))^2, on
+    the straight-through training samples (`source` "samples", ConvNet-AIG's) or on the
+    decisions evaluation takes, the noiseless argmax, with the probabilities' gradient
+    ("decisions"; see `pag.models.gating.BUDGET_SOURCES`)."""
 
-    def __init__(self, target: float):
-        self.target = float(target)
+    def __init__(self, target: float, source: str = "samples"):
+        if source not in ("samples", "decisions"):
+            raise PagError(
+                f"layer_skip budget source must be 'samples' or 'decisions', got {source!r}"
+            )
+        self.target, self.source = float(target), source
+
+    def __setstate__(self, state: dict) -> None:  # models pickled before `source` existed
+        self.__dict__.update({"source": "samples", **state})
 
     def __call__(self, model: nn.Module, aux: dict) -> Tensor:
-        return target_rate_loss(aux.get("block_gates", {}), self.target)
+        if self.source == "samples":
+            return target_rate_loss(aux.get("block_gates", {}), self.target)
+        probs = aux.get("block_gate_probs", {})
+        return target_rate_loss(
+            {n: straight_through_decision(p) for n, p in probs.items()}, self.target
+        )
 
 
 def target_rate_loss(gates: dict[str, Tensor], target: float) -> Tensor:
@@ -155,7 +177,7 @@ def execution_rates(gates: dict[str, Tensor]) -> dict[str, float]:
     return {name: float(g.float().mean()) for name, g in gates.items()}
 
 
-def apply_layer_skip(model: nn.Module, target_rate: float) -> None:
+def apply_layer_skip(model: nn.Module, target_rate: float, budget_source: str = "samples") -> None:
     """Attach a `BlockGate` to every residual block of `model` (a DensePredictionModel) and
     set ConvNet-AIG's target-rate loss with target `target_rate` in (0, 1]."""
     if isinstance(target_rate, bool) or not isinstance(target_rate, int | float):
@@ -171,7 +193,7 @@ def apply_layer_skip(model: nn.Module, target_rate: float) -> None:
     for _, block in blocks:
         block.gate = BlockGate(block.conv1.in_channels)
     model.aux_fns.append(_LayerSkipAux())
-    model.budget_loss_fn = TargetRateLoss(target_rate)
+    model.budget_loss_fn = TargetRateLoss(target_rate, budget_source)
 
 
 __all__ = [

@@ -299,7 +299,7 @@ def build_model(
     elif method == "layer_skip":
         from pag.models.layer_skip import apply_layer_skip
 
-        apply_layer_skip(model, budget)
+        apply_layer_skip(model, budget, budget_source)
     elif method == "sact":
         from pag.models.sact import apply_sact
 

@@ -190,6 +190,7 @@ _METHOD_MODEL_KEYS = {
     "pag": ("gate_mode", "sparsity_scope", "hard_gates", "gate_bias", "budget_source"),
     "random_gate": ("gate_mode",),
     "truncation": ("truncation_mode",),
+    "layer_skip": ("budget_source",),
     "mp_pag": ("multipool_block", "dilations"),
     "multipool_avg": ("multipool_block", "dilations"),
 }

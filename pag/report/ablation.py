@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pandas as pd
 
 from pag.pipeline.summary import COMPUTE_TASK, TRAINING_TASK
-from pag.report.results import MissingInput, ReportData
+from pag.report.results import MissingInput, ReportData, plus_minus
 from pag.report.table import Table
 
 # (task, metric, column header)
@@ -34,10 +33,7 @@ _COLUMNS = (
 def _cell(rows: pd.DataFrame, task: str, metric: str) -> str:
     values = rows.loc[(rows["task"] == task) & (rows["metric"] == metric), "value"]
     values = values.to_numpy(dtype=float)
-    if not len(values):
-        return ""
-    sd = f"{np.std(values, ddof=1):.3f}" if len(values) > 1 else "—"
-    return f"{np.mean(values):.3f} ± {sd}"
+    return plus_minus(values) if len(values) else ""
 
 
 def ablation_table(data: ReportData) -> Table:

@@ -13,7 +13,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from pag.pipeline.summary import COMPUTE_TASK
-from pag.report.results import MissingInput, ReportData
+from pag.report.results import MissingInput, ReportData, sample_sd
 from pag.report.style import (
     DYNAMIC,
     FIGURE_WIDTH_IN,
@@ -41,7 +41,7 @@ def allocation_points(df: pd.DataFrame) -> pd.DataFrame:
         for metric in ("near_boundary", "far_from_boundary", "allocation_ratio"):
             values = group.loc[group["metric"] == metric, "value"].to_numpy(dtype=float)
             record[metric] = float(np.mean(values)) if len(values) else math.nan
-            record[f"{metric}_sd"] = float(np.std(values, ddof=1)) if len(values) > 1 else math.nan
+            record[f"{metric}_sd"] = sample_sd(values)
         records.append(record)
     out = pd.DataFrame(records)
     out["order"] = out["method"].map(METHODS.index)

@@ -2,9 +2,9 @@
 
 x is effective MACs as % of the dense baseline, y the metric; swept methods (PAG, random gate,
 truncation, layer skipping, SACT) are curves through their budgets, the others single points;
-each point is the mean over seeds with ±1 s.d. error bars. A dotted line across each panel
-marks the dense baseline fine-tuned with the others' schedule (`dense_ft`), the reference every
-method is compared with."""
+each point is the mean over seeds with ±1 sample s.d. (ddof=1) error bars. A dotted line across
+each panel marks the dense baseline fine-tuned with the others' schedule (`dense_ft`), the
+reference every method is compared with."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from pag.report.results import ReportData, curve_points, headline_panels
+from pag.report.results import SPREAD, ReportData, curve_points, headline_panels
 from pag.report.style import (
     FIGURE_WIDTH_IN,
     METHODS,
@@ -29,7 +29,7 @@ from pag.report.style import (
     paper_style,
 )
 
-ERROR_BARS = "Mean over seeds; error bars ±1 s.d. over seeds (ddof=0)"
+ERROR_BARS = f"Mean over seeds; error bars ±1 {SPREAD}"
 _PANEL_COLUMNS = 3
 _PANEL_HEIGHT_IN = 2.1
 _LEGEND_HEIGHT_IN = 0.75
@@ -72,7 +72,7 @@ def accuracy_vs_compute(data: ReportData) -> Figure:
 
 def _plot_panel(ax: Axes, rows: pd.DataFrame, *, title: str, ylabel: str) -> None:
     """Swept methods as one line each (mean per budget, ordered by MACs), the others as single
-    markers; error bars are the s.d. over seeds. Methods without this metric are skipped."""
+    markers; error bars are the sample s.d. over seeds. Methods without this metric are skipped."""
     stats = curve_points(rows)
     reference = stats[stats["method"] == REFERENCE]
     if not reference.empty:  # the accuracy every method is compared with, across the panel
@@ -83,7 +83,14 @@ def _plot_panel(ax: Axes, rows: pd.DataFrame, *, title: str, ylabel: str) -> Non
             continue
         _, color, marker, linestyle = STYLE[method]
         x, y = points["macs_pct"].to_numpy(), points["mean"].to_numpy()
-        ax.errorbar(x, y, yerr=points["std"].to_numpy(), fmt="none", ecolor=color, elinewidth=0.8)
+        ax.errorbar(
+            x,
+            y,
+            yerr=points["std"].fillna(0.0).to_numpy(),
+            fmt="none",
+            ecolor=color,
+            elinewidth=0.8,
+        )
         if method in SWEPT:
             ax.plot(x, y, color=color, marker=marker, linestyle=linestyle, markersize=4, lw=1.2)
         else:

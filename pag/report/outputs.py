@@ -54,7 +54,7 @@ def outputs_for(
             "figure",
             "Accuracy versus compute: every headline metric against effective MACs as % of "
             "the dense baseline; curves for the swept methods, points for the others, mean "
-            "and ±1 s.d. over seeds.",
+            "and ±1 sample s.d. over seeds.",
             _lazy("pag.report.compute", "accuracy_vs_compute"),
         ),
     ]

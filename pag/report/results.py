@@ -5,6 +5,7 @@ malformed one fails with its name rather than as a wrong figure later."""
 from __future__ import annotations
 
 import json
+import math
 import zipfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -149,9 +150,26 @@ def headline_panels(df: pd.DataFrame) -> list[tuple[str, str, str]]:
     ]
 
 
+SPREAD = "sample s.d. over seeds (ddof=1)"  # the statistic of every ± and error bar
+
+
+def sample_sd(values) -> float:
+    """The sample standard deviation (ddof=1); NaN for fewer than two values (no spread is
+    known from one seed)."""
+    values = np.asarray(values, dtype=float)
+    return float(np.std(values, ddof=1)) if values.size > 1 else math.nan
+
+
+def plus_minus(values, decimals: int = 3) -> str:
+    """ "mean ± sample s.d." of `values`, with "—" for the s.d. of a single value."""
+    sd = sample_sd(values)
+    spread = "—" if math.isnan(sd) else f"{sd:.{decimals}f}"
+    return f"{np.mean(values):.{decimals}f} ± {spread}"
+
+
 def curve_points(rows: pd.DataFrame) -> pd.DataFrame:
-    """Per (method, budget) of one metric's rows: mean MACs % and the value's mean and s.d.
-    (ddof=0) over seeds, with the number of seeds: the points a curve is drawn through."""
+    """Per (method, budget) of one metric's rows: mean MACs % and the value's mean and sample
+    s.d. over seeds, with the number of seeds: the points a curve is drawn through."""
     records = []
     for (method, budget), group in rows.groupby(["method", "budget"], dropna=False, sort=False):
         values = group["value"].to_numpy(dtype=float)
@@ -161,7 +179,7 @@ def curve_points(rows: pd.DataFrame) -> pd.DataFrame:
                 "budget": float(budget),
                 "macs_pct": float(group["macs_pct"].mean()),
                 "mean": float(np.mean(values)),
-                "std": float(np.std(values)),
+                "std": sample_sd(values),
                 "seeds": int(group["seed"].nunique()),
             }
         )

@@ -1,7 +1,7 @@
 """The report's tables, from summary.csv: the summary of every run, the MultiPool comparison,
 every method at matched compute budgets, and the published numbers beside ours.
 
-Values are means over seeds (± population s.d., ddof=0); MACs are effective MACs per image as %
+Values are means over seeds (± sample s.d., ddof=1); MACs are effective MACs per image as %
 of the dense baseline of the same dataset."""
 
 from __future__ import annotations
@@ -14,21 +14,23 @@ import pandas as pd
 from pag.report.paper import PAPER_NUMBERS, SOURCES, UNSUPPORTED
 from pag.report.results import (
     HEADLINE,
+    SPREAD,
     MissingInput,
     ReportData,
     curve_points,
     headline_panels,
+    plus_minus,
 )
 from pag.report.style import METHODS, MULTIPOOL, STYLE, method_label, metric_label
 from pag.report.table import Table
 
 MATCHED_BUDGETS = (100.0, 90.0, 80.0, 70.0, 50.0)  # % of dense compute
 MATCH_TOLERANCE = 1.0  # percentage points within which a measured point counts as matched
-_MEAN_SD = "Values: mean ± s.d. over seeds (population s.d., ddof=0)."
+_MEAN_SD = f"Values: mean ± {SPREAD}; — with one seed."
 
 
 def _mean_sd(values: np.ndarray) -> str:
-    return f"{np.mean(values):.3f} ± {np.std(values):.3f}"
+    return plus_minus(values)
 
 
 def _metrics_present(df: pd.DataFrame) -> list[tuple[str, str]]:
@@ -37,14 +39,18 @@ def _metrics_present(df: pd.DataFrame) -> list[tuple[str, str]]:
 
 
 def _run_table(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per run: dataset, method, budget, seed and mean MACs % over its rows."""
-    return df.groupby("run").agg(
-        dataset=("dataset", "first"),
-        method=("method", "first"),
-        budget=("budget", "first"),
-        seed=("seed", "first"),
-        macs_pct=("macs_pct", "mean"),
-        effective_macs=("effective_macs", "mean"),
+    """One row per (dataset, run), indexed by run: dataset, method, budget, seed and mean
+    MACs % over its rows (runs of different datasets may share a name)."""
+    return (
+        df.groupby(["dataset", "run"])
+        .agg(
+            method=("method", "first"),
+            budget=("budget", "first"),
+            seed=("seed", "first"),
+            macs_pct=("macs_pct", "mean"),
+            effective_macs=("effective_macs", "mean"),
+        )
+        .reset_index(level="dataset")
     )
 
 
@@ -88,14 +94,14 @@ def summary_table(data: ReportData) -> Table:
             "—" if math.isnan(budget) else f"{budget:g}",
             str(group["seed"].nunique()),
             f"{group['macs_pct'].mean():.1f}",
-            *(_cell(df, group.index, t, m) for t, m in metrics),
+            *(_cell(df[df["dataset"] == dataset], group.index, t, m) for t, m in metrics),
         ]
         rows.append([dataset, *row] if len(datasets) > 1 else row)
     if len(datasets) > 1:
         header.insert(0, "dataset")
     own = sorted(set(df.loc[df["own_dense"], "dataset"]))
     note = (
-        "Values: mean ± s.d. over seeds (population s.d., ddof=0). MACs: effective MACs per "
+        f"Values: mean ± {SPREAD}. MACs: effective MACs per "
         "image as % of the dense baseline's mean MACs"
     )
     if own:
@@ -126,7 +132,7 @@ def multipool_table(data: ReportData) -> Table:
                 str(group["seed"].nunique()),
                 format_macs(group["effective_macs"].mean()),
                 f"{group['macs_pct'].mean():.1f}",
-                *(_cell(df, group.index, t, m) for t, m in metrics),
+                *(_cell(df[df["dataset"] == dataset], group.index, t, m) for t, m in metrics),
             ]
         )
         groups.append(dataset)
@@ -183,7 +189,8 @@ def matched_budget_table(data: ReportData, budgets=MATCHED_BUDGETS) -> Table:
                 if found is None:
                     cells.append("—")
                 elif found[0] == "measured":
-                    cells.append(f"{found[1]:.3f} ± {found[2]:.3f}")
+                    spread = "—" if math.isnan(found[2]) else f"{found[2]:.3f}"
+                    cells.append(f"{found[1]:.3f} ± {spread}")
                 else:
                     cells.append(f"{found[1]:.3f}†")
             if all(cell == "—" for cell in cells):
@@ -192,7 +199,7 @@ def matched_budget_table(data: ReportData, budgets=MATCHED_BUDGETS) -> Table:
             rows.append([dataset, label, STYLE[method][0], *cells])
             groups.append(f"{dataset}/{task}/{metric}")
     notes = [
-        f"A value is measured (mean ± s.d. over seeds) where a run's mean MACs lie within "
+        f"A value is measured (mean ± {SPREAD}) where a run's mean MACs lie within "
         f"{MATCH_TOLERANCE:g} percentage point of the budget; † marks a value interpolated "
         "linearly in MACs between the method's two nearest measured budgets; — the budget "
         "lies outside the method's measured range (no extrapolation). Methods with no value "
@@ -244,7 +251,8 @@ def paper_table(data: ReportData) -> Table:
         )
     notes = [
         "Published: the values the public record attributes to Kong & Fowlkes; the paper's own "
-        "tables are not available. Ours: mean ± s.d. over seeds, in the published unit.",
+        "tables are not available. Ours: mean ± sample s.d. over seeds (ddof=1), in the "
+        "published unit.",
         *(f"{tag}: {meaning}." for tag, meaning in SOURCES.items()),
     ]
     title = "Published numbers beside ours"
@@ -269,4 +277,4 @@ def _ours(df: pd.DataFrame, number, method: str, budget: float | None) -> str:
         return "—"
     values = rows["value"].to_numpy(dtype=float) * number.scale
     decimals = 3 if number.scale == 1.0 and number.unit != "°" else 2
-    return f"{np.mean(values):.{decimals}f} ± {np.std(values):.{decimals}f}"
+    return plus_minus(values, decimals)
