@@ -55,10 +55,18 @@ from pag.cli_data import data_root_option
     "executor to metrics.json.",
 )
 @click.option(
+    "--gate-rule",
+    type=click.Choice(["hard", "sample"]),
+    default="hard",
+    show_default=True,
+    help="How gates decide: the noiseless hard argmax, or one seeded Gumbel-max sample per "
+    "decision (the stochastic policy training optimised).",
+)
+@click.option(
     "--gate-rules",
     default="",
-    help="Comma-separated extra evaluation rules for per-pixel gates (open, expected, "
-    "sample; see pag.models.gating.GATE_RULES), each scored in a further pass into "
+    help="Comma-separated further evaluation rules for the gates (hard, open, expected, "
+    "sample; see pag.models.gating.GATE_RULES), each scored in its own pass into "
     "metrics.json's gate_rules.",
 )
 def evaluate(
@@ -70,6 +78,7 @@ def evaluate(
     save: int,
     device: str,
     sparse: bool,
+    gate_rule: str,
     gate_rules: str,
 ) -> None:
     """Evaluate RUN_DIR/checkpoints/final.pt on a split at full image size: every task's
@@ -88,6 +97,7 @@ def evaluate(
         samples=samples,
         sparse=sparse,
         gate_rules=tuple(r.strip() for r in gate_rules.split(",") if r.strip()),
+        gate_rule=gate_rule,
     )
     from pag.tracking import track_job  # MLflow mirrors the finished job; it cannot fail it
     from pag.training.evaluate import eval_dir, load_run

@@ -188,9 +188,15 @@ class SyntheticData(Params):
 class EvaluationParams(Params):
     split: str = "val"
     save: int = Field(default=4, ge=0, description="images whose predictions are kept")
-    gate_rules: list[Literal["open", "expected", "sample"]] = Field(
+    gate_rule: Literal["hard", "sample"] = Field(
+        default="hard",
+        description="how learned gates (pag, random_gate, layer_skip) decide at evaluation: "
+        "the noiseless hard argmax (the authors'), or one seeded Gumbel-max sample of the "
+        "policy training optimised (ConvNet-AIG's released code)",
+    )
+    gate_rules: list[Literal["hard", "open", "expected", "sample"]] = Field(
         default_factory=list,
-        description="PAG runs: also score these evaluation rules of the gates (ablations)",
+        description="gated runs: also score these rules, each in its own pass",
     )
 
 

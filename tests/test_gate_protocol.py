@@ -252,11 +252,12 @@ def test_a_method_name_that_is_neither_method_nor_variant_is_refused(tmp_path):
         load_profile(path)
 
 
-def test_the_ablation_profile_expands_with_gate_rules_on_pag_lines_only():
+def test_the_ablation_profile_expands_with_gate_rules_on_gated_lines_only():
     plan = load_plan("ablation_gates")
     assert "--gate-rules open,expected,sample" in plan.job("eval-pag_st-0.5-s0").cmd
-    assert "--gate-rules" not in plan.job("eval-random_gate-0.5-s0").cmd
-    assert "--gate-rules" not in plan.job("eval-layer_skip_gate10-0.5-s0").cmd
+    assert "--gate-rules open" in plan.job("eval-random_gate-0.5-s0").cmd
+    assert "--gate-rule" not in plan.job("eval-truncation-7-s0").cmd
+    assert "--gate-rules open" in plan.job("eval-layer_skip_gate10-0.5-s0").cmd
 
 
 def test_shortcut_truncation_passes_shortcuts_and_keeps_the_heads():

@@ -225,10 +225,11 @@ class RandomPixelGate(PixelGate):
 
 @contextlib.contextmanager
 def gate_rule(model: nn.Module, rule: str) -> Iterator[None]:
-    """Every `PixelGate` of `model` decides by `rule` outside training while inside."""
+    """Every gate of `model` (PAG's per-pixel gates, layer skipping's per-image ones) decides
+    by `rule` outside training while inside."""
     if rule not in GATE_RULES:
         raise PagError(f"gate rule must be one of {list(GATE_RULES)}, got {rule!r}")
-    gates = [m for m in model.modules() if isinstance(m, PixelGate)]
+    gates = [m for m in model.modules() if isinstance(m, RecordsDecisions) and hasattr(m, "rule")]
     previous = [g.rule for g in gates]
     for gate in gates:
         gate.rule = rule

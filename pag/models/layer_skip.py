@@ -10,9 +10,10 @@ first conv has weights ~ N(0, sqrt(2 / (k*k*out))) as convnet-aig's ImageNet Res
 * training: a straight-through hard Gumbel-softmax sample (`pag.models.gating.gumbel_softmax`
   with `hard=True`) at the gate's `temperature` (1 unless `model.set_temperature` changes it):
   the forward value is 0 or 1, the gradient is the soft sample's;
-* evaluation: the hard argmax of the logits, *without* noise, so evaluation is deterministic.
-  ConvNet-AIG's released code keeps the Gumbel noise at test time (its sampler ignores
-  `self.training` when `force_hard=True`); we do not.
+* evaluation: by default the hard argmax of the logits, *without* noise. ConvNet-AIG's
+  released code keeps the Gumbel noise at test time (its sampler ignores `self.training` when
+  `force_hard=True`); `pag.models.gating.gate_rule(model, "sample")` does that (one seeded
+  Gumbel-max draw per image and block), which is how the default profile evaluates.
 
 The block output is relu(shortcut(x) + g * residual(x)) with g in {0, 1} per image (N,1,1,1).
 Execution is masked and dense (every block runs for every image and is multiplied by g), as in
@@ -43,8 +44,8 @@ from pag.errors import PagError
 from pag.flops import measuring
 from pag.models.gating import (
     RecordsDecisions,
+    decide_by_rule,
     gumbel_softmax,
-    hard_argmax,
     straight_through_decision,
 )
 
@@ -83,6 +84,7 @@ class BlockGate(RecordsDecisions, nn.Module):
         with torch.no_grad():
             self.fc2.bias.copy_(torch.tensor(GATE_BIAS))
         self.temperature = 1.0
+        self.rule = "hard"  # how it decides outside training (`pag.models.gating.gate_rule`)
         self.last_gate: Tensor | None = None  # (N,) execute decision
         self.last_prob: Tensor | None = None  # (N,) clean execute probability
 
@@ -97,7 +99,7 @@ class BlockGate(RecordsDecisions, nn.Module):
         if self.training:
             gate = gumbel_softmax(logits, self.temperature, hard=True)
         else:
-            gate = hard_argmax(logits)
+            gate = decide_by_rule(logits, self.rule)
         self.last_gate = gate[:, 1, 0, 0]
         self.last_prob = F.softmax(logits, dim=1)[
             :, 1, 0, 0

@@ -32,6 +32,8 @@ from pag.errors import PagError
 from pag.params import Profile, load_profile
 
 PROFILES_DIR = "params"
+# methods with gates whose evaluation rule a profile sets (`evaluation.gate_rule`)
+GATED_METHODS = ("pag", "random_gate", "layer_skip")
 DEFAULT_PROFILE = "synthetic"
 
 
@@ -315,7 +317,10 @@ def _eval_job(profile: Profile, run: Run) -> Job:
         f"pag evaluate --run {run_dir(profile, run.name)} --split {e.split} --out {metrics} "
         f"--samples {samples} --save {e.save} --device {profile.resources.device}"
     )
-    if e.gate_rules and profile.base_method(run.method) == "pag":
+    gated = profile.base_method(run.method) in GATED_METHODS
+    if gated and e.gate_rule != "hard":
+        cmd += f" --gate-rule {e.gate_rule}"
+    if gated and e.gate_rules:
         cmd += f" --gate-rules {','.join(e.gate_rules)}"
     return Job(
         f"eval-{run.name}",

@@ -100,6 +100,7 @@ from pag.training.run_params import RunParams, resolve_threads
 
 SAMPLES_FILE = "samples.npz"
 ACTIVITY_METHODS = ("pag", "random_gate", "mp_pag", "layer_skip", "sact")
+GATED_METHODS = ("pag", "random_gate", "layer_skip")  # those `gate_rule` applies to
 NEAR_BOUNDARY_PX = 2.0  # compute_allocation: "near" = within this distance of a boundary
 DEPTH_CAPS: dict[str, float] = {"nyuv2": NYU_MAX_DEPTH}  # metres; other datasets: no cap
 IGNORE_INDEX = 255
@@ -365,9 +366,16 @@ def near_mask(edges: np.ndarray, radius: float) -> np.ndarray:
     return distance_transform_edt(~edges) <= radius
 
 
+def gate_rule_context(model, rule: str):
+    """`pag.models.gating.gate_rule`, imported when an evaluation runs."""
+    from pag.models.gating import gate_rule
+
+    return gate_rule(model, rule)
+
+
 def _rule_pass(model, dataset, normalize, params, rule: str, device) -> dict[str, Any]:
     """One pass over the split with every gate deciding by `rule`: headline task metrics
-    and the mean fraction of positions computing over the gated blocks."""
+    and the mean fraction of positions (or images) computing over the gated blocks."""
     from pag.models.gating import gate_rule
 
     tasks = TaskMetrics(params.tasks, params.dataset)
@@ -378,8 +386,9 @@ def _rule_pass(model, dataset, normalize, params, rule: str, device) -> dict[str
             x = normalize({"image": sample["image"]})["image"][None].to(device)
             output = model(x)
             tasks.update(_prediction_arrays(output["pred"]), sample)
-            gates = output["aux"].get("gates", {})
-            fractions.extend(float(g[:, 1].float().mean()) for g in gates.values())
+            aux = output["aux"]
+            fractions.extend(float(g[:, 1].float().mean()) for g in aux.get("gates", {}).values())
+            fractions.extend(float(g.float().mean()) for g in aux.get("block_gates", {}).values())
     metrics = tasks.compute()
     for section in metrics.values():
         for key in ("pr_curve", "iou_per_class"):
@@ -415,6 +424,7 @@ def evaluate(
     samples: str | os.PathLike | None = None,
     sparse: bool = False,
     gate_rules: tuple[str, ...] = (),
+    gate_rule: str = "hard",
 ) -> dict[str, Any]:
     """Evaluate `run_dir`'s final weights on `split`; write and return the metrics.
 
@@ -430,7 +440,7 @@ def evaluate(
         raise PagError(f"save must be >= 0 images, got {save}")
     from pag.models.gating import GATE_RULES
 
-    unknown = sorted(set(gate_rules) - set(GATE_RULES))
+    unknown = sorted((set(gate_rules) | {gate_rule}) - set(GATE_RULES))
     if unknown:
         raise PagError(f"unknown gate rules {unknown}; expected some of {list(GATE_RULES)}")
     run_dir = Path(run_dir)
@@ -445,6 +455,16 @@ def evaluate(
     with compute_settings(resolve_threads(params.threads), torch_device):
         seed_everything(params.seed)
         model = load_model(params, final, torch_device)
+        if sparse and gate_rule != "hard":
+            raise PagError(
+                f"--sparse runs the gates' own decisions (the noiseless argmax); it cannot be "
+                f"compared with an evaluation by the {gate_rule!r} rule"
+            )
+        if (gate_rules or gate_rule != "hard") and params.method not in GATED_METHODS:
+            raise PagError(
+                f"{run_dir}: gate rules ({', '.join([gate_rule, *gate_rules])}) need a model "
+                f"with gates ({', '.join(GATED_METHODS)}); this run is {params.method!r}"
+            )
         timer = LatencyTimer(model, torch_device) if sparse else None
         blocks = controlled_blocks(model, params.method)
         tasks = TaskMetrics(params.tasks, params.dataset)
@@ -457,43 +477,40 @@ def evaluate(
         captured: list[dict] = []
         checked: set[tuple[int, ...]] = set()
         hook = model.register_forward_hook(lambda _m, _a, output: captured.append(output))
-        try:
-            for index in range(len(dataset)):
-                sample = dataset[index]
-                x = normalize({"image": sample["image"]})["image"][None].to(torch_device)
-                captured.clear()
-                # the flop counter's module-by-module cross-check is the slow part of a
-                # measurement; the ops of a forward depend only on the input shape, so one
-                # check per shape proves the hooks' counts (the same for every image)
-                report = measure_macs(model, x, strict=tuple(x.shape) not in checked)
-                checked.add(tuple(x.shape))
-                output = captured[-1]
-                if timer is not None:
-                    output = timer.run(x, output)
-                dense.append(report.dense)
-                effective.append(float(report.effective[0]))
-                for block in blocks:
-                    for name in _stage_convs(block, report.modules):
-                        computed[block] += float(report.modules[name].effective.sum())
-                    possible[block] += report.modules[f"trunk.{block}.conv2"].dense
-                pred = _prediction_arrays(output["pred"])
-                tasks.update(pred, sample)
-                if blocks and isinstance(output["aux"].get("ponder"), torch.Tensor):
-                    allocation.update(output["aux"]["ponder"][0, 0].float().cpu().numpy(), sample)
-                if len(saved_ids) < save:
-                    sid = str(sample.get("id", index))
-                    saved_ids.append(sid)
-                    saved.update(
-                        _saved_arrays(sid, sample["image"], pred, output["aux"], num_classes)
-                    )
-        finally:
-            hook.remove()
-        has_gates = any(getattr(b, "gate", None) is not None for _, b in model.blocks())
-        if gate_rules and not (has_gates and params.method in ("pag", "random_gate")):
-            raise PagError(
-                f"{run_dir}: gate rules {list(gate_rules)} need per-pixel gates (pag, "
-                f"random_gate); this run is {params.method!r}"
-            )
+        with gate_rule_context(model, gate_rule):
+            try:
+                for index in range(len(dataset)):
+                    sample = dataset[index]
+                    x = normalize({"image": sample["image"]})["image"][None].to(torch_device)
+                    captured.clear()
+                    # the flop counter's module-by-module cross-check is the slow part of a
+                    # measurement; the ops of a forward depend only on the input shape, so one
+                    # check per shape proves the hooks' counts (the same for every image)
+                    report = measure_macs(model, x, strict=tuple(x.shape) not in checked)
+                    checked.add(tuple(x.shape))
+                    output = captured[-1]
+                    if timer is not None:
+                        output = timer.run(x, output)
+                    dense.append(report.dense)
+                    effective.append(float(report.effective[0]))
+                    for block in blocks:
+                        for name in _stage_convs(block, report.modules):
+                            computed[block] += float(report.modules[name].effective.sum())
+                        possible[block] += report.modules[f"trunk.{block}.conv2"].dense
+                    pred = _prediction_arrays(output["pred"])
+                    tasks.update(pred, sample)
+                    if blocks and isinstance(output["aux"].get("ponder"), torch.Tensor):
+                        allocation.update(
+                            output["aux"]["ponder"][0, 0].float().cpu().numpy(), sample
+                        )
+                    if len(saved_ids) < save:
+                        sid = str(sample.get("id", index))
+                        saved_ids.append(sid)
+                        saved.update(
+                            _saved_arrays(sid, sample["image"], pred, output["aux"], num_classes)
+                        )
+            finally:
+                hook.remove()
         by_rule = {
             rule: _rule_pass(model, dataset, normalize, params, rule, torch_device)
             for rule in gate_rules
@@ -507,6 +524,7 @@ def evaluate(
         "method": params.method,
         "budget": params.budget,
         "params_hash": params.digest(),
+        "gate_rule": gate_rule,
         **task_metrics,
         "macs": {
             "dense": float(np.mean(dense)),
