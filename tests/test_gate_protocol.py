@@ -289,6 +289,9 @@ def test_shortcut_truncation_passes_shortcuts_and_keeps_the_heads():
     assert macs[-1] == measure_macs(dense, x).dense
     with pytest.raises(PagError, match="truncation mode"):
         build_model("truncation", 6, truncation_mode="drop", **SMALL)
+    for kept in (7, 5):  # identity and projection shortcuts both train
+        model = build_model("truncation", kept, truncation_mode="shortcut", **SMALL).train()
+        model(torch.randn(2, 3, 32, 32))["pred"]["semantic"].sum().backward()
 
 
 def test_budget_on_decisions_counts_what_evaluation_computes():

@@ -218,7 +218,9 @@ class DroppedBranch(nn.Module):
     the shape), so the blocks after it and the heads keep their shapes and dense weights."""
 
     def forward(self, block: nn.Module, x: Tensor) -> Tensor:
-        return block.relu(block.shortcut(x))
+        # not the block's in-place ReLU: an identity shortcut returns x itself, which the
+        # previous block's backward still needs
+        return torch.relu(block.shortcut(x))
 
 
 def apply_truncation(model: DensePredictionModel, kept: int, mode: str = "rebuild_heads") -> None:
