@@ -19,6 +19,7 @@ from pag.report.style import (
     FIGURE_WIDTH_IN,
     METHODS,
     STYLE,
+    legend_handle,
     method_label,
     new_figure,
     paper_style,
@@ -80,30 +81,28 @@ def allocation_table(data: ReportData) -> Table:
 def allocation_figure(data: ReportData) -> Figure:
     """Near/away ratio against MACs %, one line per dynamic method, the 1.0 reference."""
     points = allocation_points(data.df)
+    methods = [m for m in DYNAMIC if (points["method"] == m).any()]
     with paper_style():
-        fig = new_figure(FIGURE_WIDTH_IN / 2, 2.4)
+        fig = new_figure(FIGURE_WIDTH_IN / 2, 2.8)
         ax = fig.subplots()
         ax.axhline(1.0, color="#555555", lw=0.8, ls="--")
-        for method in DYNAMIC:
+        for method in methods:
             mine = points[points["method"] == method].sort_values("macs_pct")
-            if mine.empty:
-                continue
             _, color, marker, linestyle = STYLE[method]
             sd = mine["allocation_ratio_sd"].fillna(0.0).to_numpy()
             x, y = mine["macs_pct"].to_numpy(), mine["allocation_ratio"].to_numpy()
             ax.errorbar(x, y, yerr=sd, fmt="none", ecolor=color, elinewidth=0.8)
-            ax.plot(
-                x,
-                y,
-                color=color,
-                marker=marker,
-                linestyle=linestyle,
-                lw=1.2,
-                ms=4,
-                label=method_label(method),
-            )
+            ax.plot(x, y, color=color, marker=marker, linestyle=linestyle, lw=1.2, ms=4)
         ax.set_xlabel("MACs (% of dense)")
         ax.set_ylabel("units near / away from boundaries")
-        ax.set_title("Compute near boundaries (2 px), relative to elsewhere")
-        ax.legend(loc="best", frameon=False, title="error bars: sample s.d. over seeds")
+        ax.set_title("Compute within 2 px of a boundary")
+        ax.margins(x=0.1, y=0.15)
+        fig.legend(
+            handles=[legend_handle(m) for m in methods],
+            labels=[method_label(m) for m in methods],
+            loc="outside lower center",
+            ncols=2,
+            title="mean; error bars: sample s.d. over seeds",
+            frameon=False,
+        )
     return fig
