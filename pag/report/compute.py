@@ -29,7 +29,9 @@ from pag.report.style import (
     paper_style,
 )
 
-ERROR_BARS = f"Mean over seeds; error bars ±1 {SPREAD}"
+ERROR_BARS = (
+    f"Mean over seeds; error bars ±1 {SPREAD}; dotted line: dense + fine-tune, the reference"
+)
 _PANEL_COLUMNS = 3
 _PANEL_HEIGHT_IN = 2.1
 _LEGEND_HEIGHT_IN = 0.75
