@@ -184,7 +184,9 @@ def test_an_indivisible_global_batch_is_refused_before_anything_is_written(
     ("method", "budget"),
     [
         ("dense", None),
+        ("dense_ft", None),
         ("pag", 0.5),
+        ("random_gate", 0.5),
         ("mp_pag", None),
         ("multipool_avg", None),
         ("truncation", 5),

@@ -374,7 +374,7 @@ def test_truncated_model_counts_only_kept_blocks():
 
 # -- the other methods: masks set by layer skipping, MultiPool and SACT -----------------------
 
-BUDGETS = {"pag": 0.5, "truncation": 5, "layer_skip": 0.5, "sact": 0.01}
+BUDGETS = {"pag": 0.5, "random_gate": 0.5, "truncation": 5, "layer_skip": 0.5, "sact": 0.01}
 
 
 def constant_logits(conv, index):

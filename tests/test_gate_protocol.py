@@ -255,7 +255,8 @@ def test_a_method_name_that_is_neither_method_nor_variant_is_refused(tmp_path):
 def test_the_ablation_profile_expands_with_gate_rules_on_gated_lines_only():
     plan = load_plan("ablation_gates")
     assert "--gate-rules open,expected,sample" in plan.job("eval-pag_st-0.5-s0").cmd
-    assert "--gate-rules open" in plan.job("eval-random_gate-0.5-s0").cmd
+    random = plan.job("eval-random_gate-0.5-s0").cmd
+    assert random.endswith("--gate-rules open")  # its other rules would repeat its draws
     assert "--gate-rule" not in plan.job("eval-truncation-7-s0").cmd
     assert "--gate-rules open" in plan.job("eval-layer_skip_gate10-0.5-s0").cmd
 

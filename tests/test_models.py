@@ -24,6 +24,8 @@ TASKS = {"semantic": 5, "boundary": None, "depth": None, "normals": None}
 SMALL = {"tasks": TASKS, "depth": 26, "width_multiplier": 0.125, "head_hidden": 8}
 BUDGET = {
     "dense": None,
+    "dense_ft": None,
+    "random_gate": 0.5,
     "pag": 0.5,
     "mp_pag": None,
     "multipool_avg": None,

@@ -33,9 +33,11 @@ def test_tiny_plan_jobs_and_order():
     names = [job.name for job in plan.jobs]
     runs = [
         "dense-s0",
+        "dense_ft-s0",
         "multipool_avg-s0",
         "mp_pag-s0",
         "pag-0.5-s0",
+        "random_gate-0.5-s0",
         "truncation-6-s0",
         "layer_skip-0.5-s0",
         "sact-0.01-s0",
@@ -70,7 +72,7 @@ def test_seeds_multiply_runs_and_each_fine_tune_starts_from_its_seeds_baseline(t
     raw = tiny_raw()
     raw["seeds"] = [3, 7]
     plan = plan_of(tmp_path, raw)
-    assert len(plan.runs()) == 14
+    assert len(plan.runs()) == 18  # 9 runs x 2 seeds
     job = plan.job("train-truncation-6-s7")
     assert "runs/tiny/dense-s7/checkpoints/final.pt" in job.deps
     assert job.values["seed"] == 7 and job.values["budget"] == 6
@@ -91,7 +93,8 @@ def test_run_params_validate_and_ignore_other_methods_model_keys(tmp_path):
         for job, other in zip(plan.jobs, changed.jobs, strict=True)
         if job.values != other.values or job.params != other.params
     }
-    assert differing == {"train-pag-0.5-s0", "train-mp_pag-s0", "train-multipool_avg-s0"}
+    gated = {"train-pag-0.5-s0", "train-random_gate-0.5-s0"}  # both run gate_mode
+    assert differing == gated | {"train-mp_pag-s0", "train-multipool_avg-s0"}
 
 
 def test_changing_one_methods_budgets_touches_only_its_jobs(tmp_path):

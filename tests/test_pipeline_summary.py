@@ -41,8 +41,8 @@ def test_summary_rows_columns_and_values(tiny_results):
     assert [p.name for p in paths] == ["summary.csv", "metrics.json", "curves.csv"]
     rows = list(csv.DictReader((root / "results/tiny/summary.csv").read_text().splitlines()))
     assert tuple(rows[0]) == SUMMARY_COLUMNS
-    # 7 runs x (2 semantic + 3 boundary + 3 depth + 2 normals) scalar metrics
-    assert len(rows) == 7 * 10
+    # 9 runs x (2 semantic + 3 boundary + 3 depth + 2 normals) scalar metrics
+    assert len(rows) == 9 * 10
     pag = {r["metric"]: r for r in rows if r["run"] == "pag-0.5-s0"}
     assert pag["miou"]["value"] == "0.5" and pag["miou"]["budget"] == "0.5"
     assert pag["miou"]["seed"] == "0" and pag["miou"]["dataset"] == "synthetic"

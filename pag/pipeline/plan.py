@@ -34,6 +34,9 @@ from pag.params import Profile, load_profile
 PROFILES_DIR = "params"
 # methods with gates whose evaluation rule a profile sets (`evaluation.gate_rule`)
 GATED_METHODS = ("pag", "random_gate", "layer_skip")
+# a random gate draws its positions whatever the rule, except "open" (every gate computing):
+# the other rules would score the same draws again
+RULES_OF_RANDOM_GATES = ("open",)
 DEFAULT_PROFILE = "synthetic"
 
 
@@ -317,11 +320,12 @@ def _eval_job(profile: Profile, run: Run) -> Job:
         f"pag evaluate --run {run_dir(profile, run.name)} --split {e.split} --out {metrics} "
         f"--samples {samples} --save {e.save} --device {profile.resources.device}"
     )
-    gated = profile.base_method(run.method) in GATED_METHODS
-    if gated and e.gate_rule != "hard":
+    method = profile.base_method(run.method)
+    if method in GATED_METHODS and e.gate_rule != "hard":
         cmd += f" --gate-rule {e.gate_rule}"
-    if gated and e.gate_rules:
-        cmd += f" --gate-rules {','.join(e.gate_rules)}"
+    rules = [r for r in e.gate_rules if method != "random_gate" or r in RULES_OF_RANDOM_GATES]
+    if method in GATED_METHODS and rules:
+        cmd += f" --gate-rules {','.join(rules)}"
     return Job(
         f"eval-{run.name}",
         cmd,
