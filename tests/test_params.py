@@ -37,8 +37,8 @@ def test_the_default_profile_is_valid():
         "depth",
         "normals",
     }
-    assert ("pag", 0.6) in profile.runs() and ("dense", None) in profile.runs()
-    assert ("dense_ft", None) in profile.runs() and ("random_gate", 0.35) in profile.runs()
+    assert ("pag", 0.5) in profile.runs() and ("dense", None) in profile.runs()
+    assert ("dense_ft", None) in profile.runs() and ("random_gate", 0.2) in profile.runs()
 
 
 @pytest.mark.parametrize(

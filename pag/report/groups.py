@@ -21,3 +21,6 @@ SWEPT = frozenset({"pag", "random_gate", "truncation", "layer_skip", "sact"})
 DYNAMIC = ("pag", "random_gate", "layer_skip", "sact")
 MULTIPOOL = ("multipool_avg", "mp_pag")
 REFERENCE = "dense_ft"  # the accuracy reference: dense with the fine-tune the others get
+# methods whose run at full budget is the reference run itself (truncation keeping every
+# block is the dense model with the same fine-tune): their curves end in it at 100 %
+FULL_MODEL_IS_REFERENCE = ("truncation",)

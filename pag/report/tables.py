@@ -11,6 +11,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from pag.report.groups import FULL_MODEL_IS_REFERENCE, REFERENCE
 from pag.report.paper import PAPER_NUMBERS, SOURCES, UNSUPPORTED
 from pag.report.results import (
     HEADLINE,
@@ -183,6 +184,8 @@ def matched_budget_table(data: ReportData, budgets=MATCHED_BUDGETS) -> Table:
             mine = points[points["method"] == method]
             if mine.empty:
                 continue
+            if method in FULL_MODEL_IS_REFERENCE:  # its 100 % point is the reference run
+                mine = pd.concat([mine, points[points["method"] == REFERENCE]])
             cells = []
             for budget in budgets:
                 found = value_at(mine, budget)
@@ -203,7 +206,9 @@ def matched_budget_table(data: ReportData, budgets=MATCHED_BUDGETS) -> Table:
         f"{MATCH_TOLERANCE:g} percentage point of the budget; † marks a value interpolated "
         "linearly in MACs between the method's two nearest measured budgets; — the budget "
         "lies outside the method's measured range (no extrapolation). Methods with no value "
-        "at any of these budgets are left out."
+        "at any of these budgets are left out. Truncation keeping every block is the dense "
+        "model with the same fine-tune, so its curve ends in the dense + fine-tune runs at "
+        "100 %."
     ]
     title = "Every method at matched compute (effective MACs as % of the dense baseline)"
     return Table(
