@@ -110,6 +110,14 @@ def test_compute_allocation_gate_rules_and_gradient_norms_reach_the_summary(tiny
     data = json.loads(path.read_text())
     data["activity"] = {"layer1.0": 0.4, "layer1.1": 0.6}
     data["compute_allocation"] = {"near_boundary": 6.0, "far_from_boundary": 4.0, "ratio": 1.5}
+    closed = root / "results/tiny/runs/random_gate-0.5-s0/metrics.json"
+    gates_shut = json.loads(closed.read_text())
+    gates_shut["compute_allocation"] = {
+        "near_boundary": 0.0,
+        "far_from_boundary": 0.0,
+        "ratio": None,
+    }
+    closed.write_text(json.dumps(gates_shut))
     data["gate_rules"] = {"open": {"semantic": {"miou": 0.25}, "activity_mean": 1.0}}
     path.write_text(json.dumps(data))
     train = root / "runs/tiny/pag-0.5-s0/metrics.json"
@@ -130,6 +138,8 @@ def test_compute_allocation_gate_rules_and_gradient_norms_reach_the_summary(tiny
     assert mine["training", "grad_norm_max"] == "9.0"
     assert mine["training", "decision_grad_norm_last_epoch"] == "0.5"
     assert ("training", "decision_grad_norm_max") not in mine  # no step maxima recorded
+    shut = {(r["task"], r["metric"]) for r in rows if r["run"] == "random_gate-0.5-s0"}
+    assert ("compute", "near_boundary") in shut and ("compute", "allocation_ratio") not in shut
     curves = list(csv.DictReader((root / "results/tiny/curves.csv").read_text().splitlines()))
     pag = next(c for c in curves if c["run"] == "pag-0.5-s0")
     assert pag["activity"] == "0.5" and pag["allocation_ratio"] == "1.5"

@@ -178,7 +178,8 @@ def _compute_values(metrics: dict[str, Any], tasks) -> list[tuple[str, str, floa
                 for metric in HEADLINE[task]:
                     if metric in section[task]:
                         values.append((task, f"{metric}@{rule}", section[task][metric]))
-    return values
+    # undefined values (a ratio of nothing computed anywhere) are left out, not written empty
+    return [(task, metric, value) for task, metric, value in values if value is not None]
 
 
 def _cell(value: Any) -> str:
