@@ -35,4 +35,5 @@ def report_inputs(plan: Plan) -> ReportInputs:
         tasks=tuple(profile.tasks),
         profile=profile.name,
         variants={name: variant.method for name, variant in profile.variants.items()},
+        split=profile.evaluation.split,
     )

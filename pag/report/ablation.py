@@ -64,7 +64,8 @@ def ablation_table(data: ReportData) -> Table:
         "units per pixel within 2 px of a boundary over those elsewhere; open / expected / "
         "sampled: the same PAG weights evaluated with every gate computing, with noiseless "
         "soft gates, and with one hard Gumbel sample per position; grad norms: the largest global "
-        "(and decision-parameter) gradient norm of any training step. Validation split."
+        f"(and decision-parameter) gradient norm of any training step. Split: "
+        f"{data.inputs.split}."
     ]
     return Table(
         "Ablation: PAG's fine-tuning protocol",

@@ -1,5 +1,5 @@
 """Per-layer activity: for each dynamic method, the fraction of positions each controlled block
-computes over the validation split, one line per budget (mean over seeds).
+computes over the evaluation split, one line per budget (mean over seeds).
 
 It shows where a method spends its compute: PAG's per-pixel gates, layer skipping's per-image
 block gates, SACT's halting units."""
@@ -75,5 +75,5 @@ def layer_activity(data: ReportData) -> Figure:
             frameon=False,
             fontsize=7,
         )
-        fig.suptitle("Per-layer activity on the validation split (mean over seeds)")
+        fig.suptitle(f"Per-layer activity on the {data.inputs.split} split (mean over seeds)")
     return fig

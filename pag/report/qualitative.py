@@ -1,7 +1,7 @@
 """Qualitative predictions and the maps of learned computation, drawn from the saved samples.
 
 * `qualitative(task)`: input, ground truth and the predictions of the showcase runs (dense,
-  MP-PAG, PAG at its highest and lowest budget) for a few validation images;
+  MP-PAG, PAG at its highest and lowest budget) for a few images of the evaluation split;
 * `ponder_maps(method)`: input, ground truth, and per budget the prediction and the ponder map
   (per-pixel count of residual units computed), the authors' "accumulated ponder map";
 * `multipool_maps`: the MultiPool branch (dilation) chosen at each pixel, with a legend.
@@ -163,7 +163,7 @@ def qualitative(data: ReportData, task: str) -> Figure:
             axes[0, 2 + c].set_title(label)
         if task == "semantic":
             _class_legend(fig, data)
-        fig.suptitle(f"{TASK_LABELS.get(task, task)}: validation images")
+        fig.suptitle(f"{TASK_LABELS.get(task, task)}: {data.inputs.split} images")
     return fig
 
 

@@ -64,6 +64,7 @@ class ReportInputs:
     profile: str | None = None
     title: str | None = None
     variants: Mapping[str, str] = field(default_factory=dict)  # ablation name -> method
+    split: str = "evaluation"  # the split the runs were evaluated on, for titles
 
 
 def load_summary(path: Path, variants: Iterable[str] = ()) -> pd.DataFrame:

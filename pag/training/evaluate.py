@@ -17,6 +17,9 @@ compute), so predictions, effective MACs and layer activity come from the same p
      "boundary": {"ods", "ois", "ap", "nms", "pr_curve": {...}},       # boundary_metrics
      "macs": {"dense", "effective", "effective_std", "unit": "MACs per image"},
      "activity": {"layer1.0": 0.83, ...},
+     "gate_rule": "hard",
+     "compute_allocation": {"near_boundary", "far_from_boundary", "ratio", ...},
+     "gate_rules": {"hard": {task: {...}, "activity_mean": 0.8}, ...},  # extra rules only
      "latency": {...}}                                                  # with sparse=True only
 
 Only the run's tasks appear. Semantic: argmax of the logits, `num_classes` from the params,
@@ -31,6 +34,14 @@ layer-skip gated blocks, MultiPool blocks, every SACT unit) the fraction of its 
 output positions computed over the split: the effective over the dense MACs of that conv
 (for a MultiPool, of its conv branches together, exactly one of which runs at a non-skipped
 pixel). Empty for the other methods.
+
+`gate_rule` is how learned gates (PAG, random gate, layer skip) decided in the pass that
+everything above comes from: the noiseless argmax ("hard", the paper's) or one seeded
+Gumbel-max sample of the policy ("sample"). `gate_rules` holds further passes, one per extra
+rule (`pag.models.gating.GATE_RULES`), with the headline metrics and the mean activity.
+`compute_allocation` (`ComputeAllocation`), for methods with a ponder map, is where the
+compute went: the mean number of residual units computed per pixel within 2 px of a ground-
+truth boundary and elsewhere, and their ratio.
 
 `RUN_DIR/eval_<split>/samples.npz` (compressed) holds the first `save` images, for figures.
 Spatial arrays are channel-last at the input size unless said otherwise:
@@ -87,6 +98,8 @@ from pag.metrics import (
     NormalAccumulator,
     SegmentationAccumulator,
 )
+from pag.models.gating import GATE_RULES
+from pag.models.gating import gate_rule as decide_by
 from pag.training import checkpoint
 from pag.training.loop import (
     METRICS_FILE,
@@ -366,21 +379,12 @@ def near_mask(edges: np.ndarray, radius: float) -> np.ndarray:
     return distance_transform_edt(~edges) <= radius
 
 
-def gate_rule_context(model, rule: str):
-    """`pag.models.gating.gate_rule`, imported when an evaluation runs."""
-    from pag.models.gating import gate_rule
-
-    return gate_rule(model, rule)
-
-
 def _rule_pass(model, dataset, normalize, params, rule: str, device) -> dict[str, Any]:
     """One pass over the split with every gate deciding by `rule`: headline task metrics
     and the mean fraction of positions (or images) computing over the gated blocks."""
-    from pag.models.gating import gate_rule
-
     tasks = TaskMetrics(params.tasks, params.dataset)
     fractions = []
-    with gate_rule(model, rule), torch.no_grad():
+    with decide_by(model, rule), torch.no_grad():
         for index in range(len(dataset)):
             sample = dataset[index]
             x = normalize({"image": sample["image"]})["image"][None].to(device)
@@ -432,14 +436,12 @@ def evaluate(
     images' predictions and maps go to `samples` (default `RUN_DIR/eval_<split>/samples.npz`;
     none if 0).
     `data_root` overrides the params' data root. `sparse`: predict with the sparse executor
-    and time it against the dense forward (see the module docstring). `gate_rules`: extra
-    passes with every per-pixel gate deciding by each rule (`pag.models.gating.GATE_RULES`),
-    scored into `gate_rules` (an ablation of the evaluation rule). Everything is checked,
+    and time it against the dense forward (see the module docstring). `gate_rule`: how the
+    gates decide in the main pass; `gate_rules`: extra passes, one per rule
+    (`pag.models.gating.GATE_RULES`), scored into `gate_rules`. Everything is checked,
     and the whole split evaluated, before anything is written."""
     if save < 0:
         raise PagError(f"save must be >= 0 images, got {save}")
-    from pag.models.gating import GATE_RULES
-
     unknown = sorted((set(gate_rules) | {gate_rule}) - set(GATE_RULES))
     if unknown:
         raise PagError(f"unknown gate rules {unknown}; expected some of {list(GATE_RULES)}")
@@ -477,7 +479,7 @@ def evaluate(
         captured: list[dict] = []
         checked: set[tuple[int, ...]] = set()
         hook = model.register_forward_hook(lambda _m, _a, output: captured.append(output))
-        with gate_rule_context(model, gate_rule):
+        with decide_by(model, gate_rule):
             try:
                 for index in range(len(dataset)):
                     sample = dataset[index]
