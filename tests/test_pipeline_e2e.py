@@ -91,18 +91,20 @@ def nothing_to_do(project: Path, env: dict[str, str]) -> None:
 
 def test_both_front_ends_produce_the_same_results(by_snakemake, by_dvc):
     ours, theirs = result_files(by_snakemake[0]), result_files(by_dvc[0])
-    # per-run metrics, summary and trivial, the report (11 figures and 4 tables in two
+    # per-run metrics, summary and trivial, the report (13 figures and 5 tables in two
     # formats each, README)
-    assert len(ours) == 7 + 4 + 2 * (11 + 4) + 1
+    assert len(ours) == 9 + 4 + 2 * (13 + 5) + 1
     assert ours.keys() == theirs.keys()
     differing = [name for name in ours if ours[name] != theirs[name]]
     assert not differing
     rows = list(csv.DictReader((by_dvc[0] / "results/tiny/summary.csv").read_text().splitlines()))
     assert {row["method"] for row in rows} == {
         "dense",
+        "dense_ft",
         "multipool_avg",
         "mp_pag",
         "pag",
+        "random_gate",
         "truncation",
         "layer_skip",
         "sact",
@@ -122,7 +124,7 @@ def test_snakemake_jobs_are_tracked_in_mlflow(by_snakemake):
     experiment = client.get_experiment_by_name("tiny")
     runs = client.search_runs([experiment.experiment_id], max_results=100)
     kinds = sorted(run.data.tags.get("pag.kind", "?") for run in runs)
-    assert kinds == ["evaluate"] * 7 + ["train"] * 7, kinds
+    assert kinds == ["evaluate"] * 9 + ["train"] * 9, kinds
 
 
 def test_one_changed_budget_reruns_only_its_jobs(by_dvc):

@@ -39,7 +39,7 @@ BASE = {
     "seed": 3,
     "threads": 1,
 }
-TRAIN_KEYS = {"loss", "budget", *ALL_TASKS}
+TRAIN_KEYS = {"loss", "budget", "grad_norm", *ALL_TASKS}  # dense: no decision parameters
 
 
 @pytest.fixture(scope="module")

@@ -148,7 +148,8 @@ class DensePredictionModel(nn.Module):
         gated = [(n, b.gate) for n, b in self.blocks() if isinstance(b.gate, gating.PixelGate)]
         if gated:
             aux["gates"] = {n: g.last_gate for n, g in gated}
-            aux["gate_probs"] = {n: g.last_prob for n, g in gated}
+            if self.training:  # what a budget on probabilities or decisions reads
+                aux["gate_probs"] = {n: g.last_prob for n, g in gated}
             aux["ponder"] = gating.ponder_map(aux["gates"], size)
         for fn in self.aux_fns:
             fn(self, aux, size)
