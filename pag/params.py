@@ -340,10 +340,7 @@ class Profile(Params):
             try:
                 self.model_of(name)
             except ValidationError as exc:
-                problem = "; ".join(
-                    f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-                )
-                raise ValueError(f"variants.{name}.model: {problem}") from None
+                raise ValueError(f"variants.{name}.model: {_problems(exc)}") from None
         if (self.dataset == "synthetic") != (self.data is not None):
             raise ValueError(
                 "data: required for the synthetic dataset (how to render it)"
@@ -366,10 +363,7 @@ class Profile(Params):
             try:
                 self.training_of(method)
             except ValidationError as exc:
-                problem = "; ".join(
-                    f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-                )
-                raise ValueError(f"method_training.{method}: {problem}") from None
+                raise ValueError(f"method_training.{method}: {_problems(exc)}") from None
         for section in ("baseline", "finetune"):
             unknown = sorted(set(getattr(self, section).loss_weights) - set(self.tasks))
             if unknown:
@@ -404,6 +398,11 @@ class Profile(Params):
     def runs(self) -> list[tuple[str, float | int | None]]:
         """(method, budget) for every entry of the sweep, in profile order."""
         return [(method, budget) for method, budgets in self.methods.items() for budget in budgets]
+
+
+def _problems(exc: ValidationError) -> str:
+    """A nested model's validation errors on one line, each with its dotted key."""
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
 
 
 def _merged_schedule(base: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:

@@ -196,8 +196,6 @@ class RandomPixelGate(PixelGate):
     global torch generator, so a seeded run or evaluation repeats them exactly. It has no
     parameters: its conv is replaced by nothing."""
 
-    _records = ("last_gate", "last_prob")
-
     def __init__(self, stride: int, rate: float, mode: str = "conv3x3"):
         nn.Module.__init__(self)
         if mode not in GATE_MODES:

@@ -32,9 +32,9 @@ METHODS = (
     "layer_skip",
     "sact",
 )
-# methods whose model is the dense one: `dense_ft` is the dense baseline fine-tuned with the
-# schedule every other method gets (the equal-training-budget control)
-DENSE_METHODS = ("dense", "dense_ft")
+# methods with learned or drawn gates, which an evaluation rule (`pag.models.gating.gate_rule`)
+# applies to
+GATE_RULE_METHODS = ("pag", "random_gate", "layer_skip")
 
 
 @dataclass(frozen=True)

@@ -29,11 +29,10 @@ from pathlib import Path
 from typing import Any
 
 from pag.errors import PagError
+from pag.models.model import GATE_RULE_METHODS
 from pag.params import Profile, load_profile
 
 PROFILES_DIR = "params"
-# methods with gates whose evaluation rule a profile sets (`evaluation.gate_rule`)
-GATED_METHODS = ("pag", "random_gate", "layer_skip")
 # a random gate draws its positions whatever the rule, except "open" (every gate computing):
 # the other rules would score the same draws again
 RULES_OF_RANDOM_GATES = ("open",)
@@ -321,10 +320,10 @@ def _eval_job(profile: Profile, run: Run) -> Job:
         f"--samples {samples} --save {e.save} --device {profile.resources.device}"
     )
     method = profile.base_method(run.method)
-    if method in GATED_METHODS and e.gate_rule != "hard":
+    if method in GATE_RULE_METHODS and e.gate_rule != "hard":
         cmd += f" --gate-rule {e.gate_rule}"
     rules = [r for r in e.gate_rules if method != "random_gate" or r in RULES_OF_RANDOM_GATES]
-    if method in GATED_METHODS and rules:
+    if method in GATE_RULE_METHODS and rules:
         cmd += f" --gate-rules {','.join(rules)}"
     return Job(
         f"eval-{run.name}",

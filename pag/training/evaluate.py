@@ -100,6 +100,7 @@ from pag.metrics import (
 )
 from pag.models.gating import GATE_RULES
 from pag.models.gating import gate_rule as decide_by
+from pag.models.model import GATE_RULE_METHODS
 from pag.training import checkpoint
 from pag.training.loop import (
     METRICS_FILE,
@@ -113,7 +114,6 @@ from pag.training.run_params import RunParams, resolve_threads
 
 SAMPLES_FILE = "samples.npz"
 ACTIVITY_METHODS = ("pag", "random_gate", "mp_pag", "layer_skip", "sact")
-GATED_METHODS = ("pag", "random_gate", "layer_skip")  # those `gate_rule` applies to
 NEAR_BOUNDARY_PX = 2.0  # compute_allocation: "near" = within this distance of a boundary
 DEPTH_CAPS: dict[str, float] = {"nyuv2": NYU_MAX_DEPTH}  # metres; other datasets: no cap
 IGNORE_INDEX = 255
@@ -462,10 +462,10 @@ def evaluate(
                 f"--sparse runs the gates' own decisions (the noiseless argmax); it cannot be "
                 f"compared with an evaluation by the {gate_rule!r} rule"
             )
-        if (gate_rules or gate_rule != "hard") and params.method not in GATED_METHODS:
+        if (gate_rules or gate_rule != "hard") and params.method not in GATE_RULE_METHODS:
             raise PagError(
                 f"{run_dir}: gate rules ({', '.join([gate_rule, *gate_rules])}) need a model "
-                f"with gates ({', '.join(GATED_METHODS)}); this run is {params.method!r}"
+                f"with gates ({', '.join(GATE_RULE_METHODS)}); this run is {params.method!r}"
             )
         timer = LatencyTimer(model, torch_device) if sparse else None
         blocks = controlled_blocks(model, params.method)
