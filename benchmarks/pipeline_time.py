@@ -41,7 +41,7 @@ def result_files(project: Path, profile: str) -> dict[str, bytes]:
     files = {}
     for folder in (f"results/{profile}", f"paper_figures/{profile}"):
         for path in sorted((project / folder).rglob("*")):
-            if path.is_file():
+            if path.is_file() and not path.name.endswith(".lock"):  # pag.locking's lock files
                 files[str(path.relative_to(project))] = path.read_bytes()
     return files
 

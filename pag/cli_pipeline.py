@@ -72,9 +72,11 @@ def report(profile: str, out: Path | None) -> None:
     LaTeX) and a README, from results/<profile>/, the runs' samples and the dataset."""
     from pag.pipeline.plan import figures_dir, load_plan
     from pag.pipeline.report_inputs import report_inputs
+    from pag.pipeline.summary import check_current
     from pag.report import make_report
 
     plan = load_plan(profile)
+    check_current(plan)  # results older than the profile are refused, naming the runs
     result = make_report(report_inputs(plan), out or Path(figures_dir(plan.profile)))
     for path in result.written:
         click.echo(f"wrote {path}")

@@ -13,6 +13,8 @@ from glob import escape as glob_escape
 from pathlib import Path
 from typing import IO, Any
 
+from pag.errors import PagError
+
 _CHUNK = 1 << 20
 _TMP_IDS = itertools.count()  # unique temporary names within a process
 
@@ -51,8 +53,11 @@ def atomic_write(
     `durable` also fsyncs before the rename (survives power loss, not only crashes); bulk
     writers of regenerable files whose digests are recorded elsewhere may skip it."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:  # no permission, a read-only or full file system: name the target
+        raise _naming(exc, path, exc.filename or "") from None
     try:
         os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, mode) as handle:
@@ -113,6 +118,27 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
     text = json.dumps(obj, indent=2, sort_keys=True) + "\n"
     with atomic_write(path, "w") as handle:
         handle.write(text)
+
+
+def read_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
+    """A JSON object read from `path`; a missing, damaged or hostile file (not a JSON object,
+    or nested past the parser's recursion limit) is a PagError naming it and `what`."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PagError(f"{path}: {what} not found") from None
+    except UnicodeDecodeError as exc:
+        raise PagError(f"{path}: {what} is not UTF-8 text ({exc.reason})") from None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise PagError(f"{path}: {what} is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise PagError(f"{path}: {what} is nested too deep to be read") from None
+    if not isinstance(value, dict):
+        raise PagError(f"{path}: {what} must be a JSON object, got a {type(value).__name__}")
+    return value
 
 
 def file_digests(path: str | os.PathLike, algorithms: list[str]) -> dict[str, str]:

@@ -5,12 +5,12 @@ naming the key. The training schedule (`TrainingParams`) is shared with single r
 
 from __future__ import annotations
 
+import math
 import os
 import typing
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -23,6 +23,7 @@ from pydantic import (
 
 from pag.errors import PagError
 from pag.models.model import METHODS, check_budget
+from pag.yamlio import load_yaml
 
 TASK_NAMES = ("semantic", "boundary", "depth", "normals")
 
@@ -61,6 +62,24 @@ def _boolean_at(value: Any, path: str = "") -> str | None:
     return None
 
 
+# the largest magnitude a number in params may have: every integer up to it is exact as a
+# float, and seeds, counts and sizes beyond it are mistakes (a seed of 1e29 overflowed torch)
+MAX_MAGNITUDE = 2**53
+
+
+def _huge_at(value: Any, path: str = "") -> str | None:
+    """Where `value` holds a number beyond `MAX_MAGNITUDE` (a dotted path), or None."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return path if math.isfinite(value) and abs(value) > MAX_MAGNITUDE else None
+    if isinstance(value, dict | list | tuple):
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, item in items:
+            found = _huge_at(item, f"{path}.{key}" if path else str(key))
+            if found is not None:
+                return found
+    return None
+
+
 def _checks_itself(annotation: Any) -> bool:
     """Whether a field's type takes booleans, or is a model that checks its own fields."""
     if annotation is bool or annotation is Any:
@@ -80,6 +99,10 @@ class Params(BaseModel):
     @field_validator("*", mode="before")
     @classmethod
     def _no_booleans(cls, value: Any, info: ValidationInfo) -> Any:
+        huge = _huge_at(value)
+        if huge is not None:
+            at = f" at {huge}" if huge else ""
+            raise ValueError(f"a number{at} is out of range (at most 2**53 in magnitude)")
         field = cls.model_fields.get(info.field_name or "")
         if field is None or _checks_itself(field.annotation):
             return value
@@ -420,12 +443,7 @@ def _merged_schedule(base: dict[str, Any], own: dict[str, Any]) -> dict[str, Any
 def load_profile(path: str | os.PathLike) -> Profile:
     """Read and validate a YAML profile; errors name the file and the key."""
     path = Path(path)
-    if not path.is_file():
-        raise PagError(f"{path}: profile not found")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise PagError(f"{path}: not valid YAML ({exc})") from None
+    raw = load_yaml(path, "profile")
     if not isinstance(raw, dict):
         raise PagError(f"{path}: a profile is a mapping of keys, got {type(raw).__name__}")
     try:

@@ -28,6 +28,7 @@ import json
 import os
 import random
 import re
+import socket
 import sqlite3
 import sys
 import time
@@ -47,7 +48,8 @@ ARTIFACTS_DIR = "mlartifacts"
 PARAMS_FILE = "params.yaml"  # as pag.training.loop writes them (not imported: keeps torch out)
 METRICS_FILE = "metrics.json"
 KINDS = ("train", "evaluate")
-META_KEYS = ("method", "budget", "params_hash", "split")  # of metrics.json: tags, not metrics
+# of metrics.json: tags, not metrics (provenance: digests and the params, logged as params)
+META_KEYS = ("method", "budget", "params_hash", "split", "provenance")
 FIGURE_DIRS = ("figures",)  # sub-directories whose image files are logged as artifacts
 SAMPLES_FILE = "samples.npz"  # beside an evaluation's metrics.json: logged as an artifact
 FIGURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".pdf", ".svg")
@@ -175,7 +177,34 @@ def init_store(uri: str | None = None) -> str:
     return uri
 
 
+# a tracking server that does not answer costs a job seconds, not minutes: MLflow's own
+# defaults (7 retries with exponential backoff, 120 s per request) held a finished job for
+# over 4 minutes. The user's own settings of these variables win.
+HTTP_TIMEOUT_S = 5
+HTTP_RETRIES = 1
+CONNECT_TIMEOUT_S = 3.0
+
+
+def _http_settings(uri: str) -> None:
+    """For a tracking server: fail fast when it is unreachable (a TCP connect with a short
+    timeout, a `ConnectionError` naming it), and bound MLflow's own retries and timeouts."""
+    parsed = urlparse(uri)
+    if parsed.scheme not in ("http", "https"):
+        return
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(HTTP_TIMEOUT_S))
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(HTTP_RETRIES))
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        socket.create_connection((parsed.hostname or "localhost", port), CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        raise ConnectionError(
+            f"tracking server {parsed.hostname}:{port} unreachable ({exc.strerror or exc})"
+        ) from None
+
+
 def _client(uri: str):
+    _http_settings(uri)
     with _quiet():
         from mlflow.tracking import MlflowClient
 
@@ -304,6 +333,21 @@ def log_run(
         return None
 
 
+def _provenance_tags(provenance: Any) -> dict[str, Any]:
+    """The digests a job's results record (pag.training.provenance) as tags: the training
+    data's, the starting checkpoint's, the weights' (evaluations) and the code version."""
+    if not isinstance(provenance, dict):
+        return {}
+    training = provenance.get("training", provenance)
+    training = training if isinstance(training, dict) else {}
+    return {
+        "pag.data": training.get("data"),
+        "pag.init": training.get("init"),
+        "pag.code": training.get("code"),
+        "pag.weights": provenance.get("weights"),
+    }
+
+
 def _log_run(run_dir, kind, experiment, parent_run_id, metrics_file, uri) -> str:
     run_dir = run_dir.resolve()
     metrics_path = Path(metrics_file).resolve() if metrics_file else run_dir / METRICS_FILE
@@ -359,6 +403,7 @@ def _log_run(run_dir, kind, experiment, parent_run_id, metrics_file, uri) -> str
         "pag.split": split,
         "pag.name": params.get("name"),
         "pag.dataset": params.get("dataset"),
+        **_provenance_tags(metrics.get("provenance")),
     }
     if parent_run_id:
         tags[TAG_PARENT] = parent_run_id

@@ -332,10 +332,13 @@ def train_reference(tmp: Path, data_root: Path, training: dict | None = None):
 
 
 def snapshot(root: Path) -> dict[str, tuple[int, int]]:
-    """(size, mtime) of everything under `root`: equal snapshots mean nothing was written."""
+    """(size, mtime) of everything under `root`: equal snapshots mean nothing was written.
+    The lock files beside targets (`.<name>.lock`, pag.locking) are left out: a writer takes
+    its lock before it can find what is wrong, and the file holds no result."""
     return {
         str(path.relative_to(root)): (path.stat().st_size, path.stat().st_mtime_ns)
         for path in sorted(root.rglob("*"))
+        if not (path.name.startswith(".") and path.name.endswith(".lock"))
     }
 
 

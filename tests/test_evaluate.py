@@ -112,7 +112,7 @@ def test_pag_activity_and_closed_gates_lower_effective_macs(tmp_path, pag_run, d
         weights[key] = torch.tensor([50.0, -50.0])  # skip logit always wins
     for key in [k for k in weights if k.endswith("gate.conv.weight")]:
         weights[key] = torch.zeros_like(weights[key])
-    checkpoint.save(final, {"model": weights})
+    checkpoint.save(final, {**checkpoint.load(final), "model": weights})  # provenance kept
     result = evaluate(closed, "val", data_root=data_root)
     assert result["activity"] == dict.fromkeys(BLOCKS, 0.0)
     assert result["macs"]["effective"] < 0.9 * result["macs"]["dense"]
@@ -214,7 +214,7 @@ def test_sampled_gates_evaluation_and_extra_rules(tmp_path, pag_run, data_root):
         weights[key] = torch.tensor([0.0, 0.4])
     for key in [k for k in weights if k.endswith("gate.conv.weight")]:
         weights[key] = torch.zeros_like(weights[key])
-    checkpoint.save(final, {"model": weights})
+    checkpoint.save(final, {**checkpoint.load(final), "model": weights})  # provenance kept
     sampled = evaluate(
         run_dir,
         "val",

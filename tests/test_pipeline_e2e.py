@@ -77,7 +77,7 @@ def result_files(project: Path) -> dict[str, bytes]:
     files = {}
     for folder in ("results/tiny", "paper_figures/tiny"):
         for path in sorted((project / folder).rglob("*")):
-            if path.is_file():
+            if path.is_file() and not path.name.endswith(".lock"):  # pag.locking's lock files
                 files[str(path.relative_to(project))] = path.read_bytes()
     return files
 

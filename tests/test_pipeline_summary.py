@@ -2,17 +2,23 @@
 
 import csv
 import json
+from pathlib import Path
 
 import pytest
+import yaml
 
 from pag.errors import PagError
-from pag.pipeline.plan import load_plan
-from pag.pipeline.summary import SUMMARY_COLUMNS, summarize
+from pag.pipeline.plan import evaluation_settings, load_plan, parse_run
+from pag.pipeline.summary import SUMMARY_COLUMNS, expected_params, summarize
 
 
-def fake_evaluation(run, effective):
+def fake_evaluation(plan, run, effective):
+    """An evaluation of `run` as the profile asks for it now (params hash, split, rules)."""
+    settings = evaluation_settings(plan.profile, run)
     return {
-        "split": "val",
+        "split": settings["split"],
+        "gate_rule": settings["gate_rule"],
+        "params_hash": expected_params(plan, run).digest(),
         "method": run.method,
         "budget": run.budget,
         "semantic": {"miou": 0.5, "pixel_acc": 0.75, "iou_per_class": [0.5, 0.5]},
@@ -20,19 +26,24 @@ def fake_evaluation(run, effective):
         "depth": {"abs_rel": 0.2, "rmse": 0.5, "delta1": 0.6, "num_images": 6},
         "normals": {"mean": 30.0, "within_11_25": None},
         "macs": {"dense": 200.0, "effective": effective, "effective_std": 0.0},
+        "gate_rules": {rule: {"activity_mean": 1.0} for rule in settings["gate_rules"]},
     }
+
+
+def write_results(plan, root):
+    effective = {}
+    for index, run in enumerate(plan.runs()):
+        effective[run.name] = 100.0 if run.method == "dense" else 50.0 + index
+        path = root / f"results/tiny/runs/{run.name}/metrics.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(fake_evaluation(plan, run, effective[run.name])))
+    return effective
 
 
 @pytest.fixture
 def tiny_results(tmp_path):
     plan = load_plan("tiny")
-    effective = {}
-    for index, run in enumerate(plan.runs()):
-        effective[run.name] = 100.0 if run.method == "dense" else 50.0 + index
-        path = tmp_path / f"results/tiny/runs/{run.name}/metrics.json"
-        path.parent.mkdir(parents=True)
-        path.write_text(json.dumps(fake_evaluation(run, effective[run.name])))
-    return plan, tmp_path, effective
+    return plan, tmp_path, write_results(plan, tmp_path)
 
 
 def test_summary_rows_columns_and_values(tiny_results):
@@ -104,8 +115,13 @@ def test_trivial_predictors_fit_constants_by_hand():
     assert maps["normals"].shape == (3, 3, 5) and maps["boundary"].max() == 0.5
 
 
-def test_compute_allocation_gate_rules_and_gradient_norms_reach_the_summary(tiny_results):
-    plan, root, _ = tiny_results
+def test_compute_allocation_gate_rules_and_gradient_norms_reach_the_summary(tmp_path):
+    profile = yaml.safe_load(Path("params/tiny.yaml").read_text())
+    profile["evaluation"]["gate_rules"] = ["open"]
+    (tmp_path / "params").mkdir()
+    (tmp_path / "params/tiny.yaml").write_text(yaml.safe_dump(profile))
+    plan, root = load_plan(tmp_path / "params/tiny.yaml"), tmp_path
+    write_results(plan, root)
     path = root / "results/tiny/runs/pag-0.5-s0/metrics.json"
     data = json.loads(path.read_text())
     data["activity"] = {"layer1.0": 0.4, "layer1.1": 0.6}
@@ -126,7 +142,8 @@ def test_compute_allocation_gate_rules_and_gradient_norms_reach_the_summary(tiny
         {"train": {"grad_norm": 2.0, "decision_grad_norm": 1.0}, "train_max": {"grad_norm": 9.0}},
         {"train": {"grad_norm": 3.0, "decision_grad_norm": 0.5}, "train_max": {"grad_norm": 4.0}},
     ]
-    train.write_text(json.dumps({"history": history}))
+    digest = expected_params(plan, parse_run(plan.profile, "pag-0.5-s0")).digest()
+    train.write_text(json.dumps({"history": history, "params_hash": digest}))
     summarize(plan, root)
     rows = list(csv.DictReader((root / "results/tiny/summary.csv").read_text().splitlines()))
     mine = {(r["task"], r["metric"]): r["value"] for r in rows if r["run"] == "pag-0.5-s0"}

@@ -48,7 +48,7 @@ def test_a_stale_run_directory_is_replaced_only_when_asked(tmp_path, data_root):
         train(other, run_dir, data_root=data_root, stream=io.StringIO())
     stream = io.StringIO()
     train(other, run_dir, data_root=data_root, stream=stream, replace_stale=True)
-    assert "held a run with other params: starting over" in stream.getvalue()
+    assert "held a run with other inputs: starting over" in stream.getvalue()
     fresh = tmp_path / "fresh"
     train(other, fresh, data_root=data_root, stream=io.StringIO())
     replaced = checkpoint.model_weights(run_dir / "checkpoints/final.pt")

@@ -8,6 +8,7 @@ tests/test_download.py the download checks; here they go through `fetch`, over H
 
 import ast
 import hashlib
+import os
 import re
 import warnings
 from pathlib import Path
@@ -84,6 +85,13 @@ class RunsCode:
         return (open, (str(self.marker), "w"))
 
 
+class RunsCommand(RunsCode):
+    """The same through a shell command: torch words this refusal differently."""
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
 def hostile_checkpoint(path: Path, marker: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"model": {"weight": torch.zeros(1)}, "payload": RunsCode(marker)}, path)
@@ -108,6 +116,17 @@ def test_a_checkpoint_that_would_run_code_is_refused(tmp_path, tally):
     result = pag_cli([*command, "--data-root", data_root])
     assert result.code == 1 and result.err == f"error: {error.value}\n"
     assert not marker.exists() and snapshot(tmp_path) == before
+    # torch's other wording ("unsupported GLOBAL posix.system ...") comes with its advice to
+    # load the file unsafely, which a refusal must not repeat
+    command = tmp_path / "command.pt"
+    torch.save({"model": {}, "payload": RunsCommand(marker)}, command)
+    with pytest.raises(PagError) as error:
+        checkpoint.load(command)
+    assert str(error.value) == (
+        f"{command}: not a readable checkpoint (it holds posix.system, which the safe loader "
+        "refuses to run or build)"
+    )
+    assert not marker.exists()
 
 
 # calls that deserialise with pickle (or worse) when their inputs come from outside

@@ -399,3 +399,21 @@ def test_corrupt_samples_are_named(full: ReportInputs, tmp_path: Path) -> None:
     result = report.make_report(replace(full, runs=runs), tmp_path / "out")
     assert result.skipped["ponder_maps_pag"].startswith(f"{bad}: not a readable samples.npz")
     assert (tmp_path / "out" / "ponder_maps_sact.png").is_file()
+
+
+def test_a_report_removes_the_outputs_it_no_longer_makes(
+    full: ReportInputs, tmp_path: Path
+) -> None:
+    """Found by the run-integrity issue: with one run's samples missing the report skipped a
+    figure but left the previous report's copy beside a README saying it is missing."""
+    from dataclasses import replace
+
+    out = tmp_path / "out"
+    report.make_report(full, out)
+    assert (out / "multipool_maps.png").is_file()
+    runs = {k: v for k, v in full.runs.items() if not k.startswith("mp_pag")}
+    result = report.make_report(replace(full, runs=runs), out)
+    assert "multipool_maps" in result.skipped
+    assert not (out / "multipool_maps.png").exists() and not (out / "multipool_maps.pdf").exists()
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in result.written)
+    assert "multipool_maps" in (out / "README.md").read_text()

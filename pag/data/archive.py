@@ -30,6 +30,13 @@ _DRIVE = re.compile(r"^[A-Za-z]:")
 _NATIVE_SEP = r"[/\\]" if os.name == "nt" else "/"
 _MAX_LINK_HOPS = 40  # like the kernel's MAXSYMLINKS: more means a loop
 
+# Decompression bombs: what an archive may expand to. A ceiling on the total, and on the
+# ratio of the total to the archive's size once the total is large enough to matter (real
+# datasets' archives expand 1-10x; bombs 1000x and more).
+MAX_EXTRACTED_BYTES = 256 * 2**30
+MAX_RATIO = 100
+RATIO_FROM_BYTES = 64 * 2**20
+
 # What a broken archive raises while being read, on top of the format-specific errors.
 _READ_ERRORS = (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, lzma.LZMAError)
 
@@ -222,11 +229,27 @@ def _validate_tar(archive: Path, members: list[tarfile.TarInfo]) -> None:
             raise _unsafe(archive, member.name, f"hardlink to {member.linkname!r} escapes")
 
 
+def _check_expansion(archive: Path, total: int, limit: int = MAX_EXTRACTED_BYTES) -> None:
+    """Refuse, before writing anything, an archive whose members add up to more than `limit`
+    bytes or expand more than `MAX_RATIO` times its own size."""
+    if total > limit:
+        raise _unsafe(archive, "*", f"members total {total} bytes, more than the {limit} allowed")
+    size = max(archive.stat().st_size, 1)
+    if total > RATIO_FROM_BYTES and total > MAX_RATIO * size:
+        raise _unsafe(
+            archive,
+            "*",
+            f"members expand {total / size:.0f} times the archive's size (at most {MAX_RATIO} "
+            "allowed): a decompression bomb",
+        )
+
+
 def _extract_tar(archive: Path, tmp: Path) -> None:
     try:
         with tarfile.open(archive, "r:*") as tar:
             members = tar.getmembers()  # reads the whole archive: truncation shows up here
             _validate_tar(archive, members)
+            _check_expansion(archive, sum(m.size for m in members if m.isreg()))
             # second line of defence: Python's own "data" filter
             tar.extractall(tmp, members=members, filter="data")
     except tarfile.FilterError as exc:
@@ -260,6 +283,7 @@ def _extract_zip(archive: Path, tmp: Path) -> None:
         with zipfile.ZipFile(archive) as zf:
             infos = zf.infolist()
             _validate_zip(archive, infos)
+            _check_expansion(archive, sum(info.file_size for info in infos))
             for info in infos:
                 parts = _split(info.filename)
                 target = tmp.joinpath(*parts)
@@ -268,10 +292,21 @@ def _extract_zip(archive: Path, tmp: Path) -> None:
                     continue
                 target.parent.mkdir(parents=True, exist_ok=True)
                 with zf.open(info) as src, open(target, "wb") as out:
-                    shutil.copyfileobj(src, out, 1 << 20)
+                    _copy_at_most(archive, info.filename, src, out, info.file_size)
     except (*_READ_ERRORS, OSError, RuntimeError, NotImplementedError) as exc:
         # RuntimeError: encrypted member; NotImplementedError: unsupported compression method
         raise _read_or_write_error(archive, tmp, exc, "corrupt or unreadable archive") from exc
+
+
+def _copy_at_most(archive: Path, name: str, src, out, declared: int) -> None:
+    """Copy a member, refusing one that decompresses to more than its header declared (the
+    declared sizes are what `_check_expansion` judged)."""
+    written = 0
+    while chunk := src.read(1 << 20):
+        written += len(chunk)
+        if written > declared:
+            raise _unsafe(archive, name, f"decompresses to more than its declared {declared} bytes")
+        out.write(chunk)
 
 
 def _read_or_write_error(archive: Path, tmp: Path, exc: BaseException, corrupt: str) -> DataError:

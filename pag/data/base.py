@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -12,6 +13,7 @@ import torch.utils.data
 
 from pag.data.sample import IGNORE_INDEX, Sample, validate_sample
 from pag.errors import DataError, PagError
+from pag.fileio import file_digest
 from pag.paths import dataset_dir
 
 Transform = Callable[[Sample], Sample]
@@ -118,6 +120,19 @@ class DenseDataset(torch.utils.data.Dataset):
         return self.transform(sample) if self.transform is not None else sample
 
     @classmethod
+    def fingerprint(cls, root: str | os.PathLike) -> str | None:
+        """A digest of what identifies the installed files (what runs record as their data's
+        provenance): the extraction markers `pag data fetch` wrote, which hold each archive's
+        checksum. None when there is nothing to go by (a dataset installed by hand)."""
+        markers = sorted(Path(root).glob(".*.extracted"))
+        if not markers:
+            return None
+        digest = hashlib.sha256()
+        for marker in markers:
+            digest.update(marker.name.encode() + b"\0" + marker.read_bytes() + b"\0")
+        return digest.hexdigest()
+
+    @classmethod
     def check(cls, root: str | os.PathLike, report: CheckReport) -> None:
         """Verify a prepared dataset: layout, counts, checksums where known, and that every
         sample decodes and satisfies the sample contract. Adds every problem to `report`."""
@@ -125,7 +140,9 @@ class DenseDataset(torch.utils.data.Dataset):
 
     @classmethod
     def check_samples(cls, root: str | os.PathLike, report: CheckReport, splits) -> None:
-        """Open each split, then decode and validate every sample, recording each failure."""
+        """Open each split, then decode and validate every sample, recording each failure; an
+        image file (by path or by content) in two splits is a leak between them."""
+        seen: dict[str, tuple[str, Path]] = {}  # path or sha256 -> (split, file)
         for split in splits:
             try:
                 dataset = cls(root, split)
@@ -138,6 +155,16 @@ class DenseDataset(torch.utils.data.Dataset):
                 except PagError as exc:
                     report.add(f"{split}[{index}]: {exc}")
                 report.checked += 1
+                image = dataset.files(index).get("image")
+                if image is not None and image.is_file():
+                    for key in (str(image.resolve()), file_digest(image)):
+                        other = seen.setdefault(key, (split, image))
+                        if other[0] != split:
+                            report.add(
+                                f"{image}: image of split {split!r} is also in split "
+                                f"{other[0]!r} ({other[1]}): the splits leak into each other"
+                            )
+                            break
 
 
 _REGISTRY: dict[str, type[DenseDataset]] = {}

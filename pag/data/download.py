@@ -12,6 +12,7 @@ import os
 import re
 import socket
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 
 import requests
@@ -21,6 +22,7 @@ from pag.data.archive import safe_extract, unsafe_name_reason
 from pag.data.base import FetchSpec, RemoteFile
 from pag.errors import ChecksumError, DataError, DownloadError, PagError
 from pag.fileio import file_digests, write_bytes_atomic
+from pag.locking import locked
 
 __all__ = ["download", "extracted_marker", "fetch", "verify_file"]
 
@@ -337,6 +339,32 @@ def _marker_text(remote: RemoteFile, archive: Path) -> str:
     return f"{remote.url}\n{info.st_size} {info.st_mtime_ns}\n"
 
 
+def _fetch_one(remote, dataset_dir: Path, failures: list[str], progress: bool, echo) -> None:
+    """Download, verify and extract one file of a dataset; a failure is added to `failures`."""
+    try:
+        _check_filename(remote)
+        target = dataset_dir / remote.filename
+        download(
+            remote.url,
+            target,
+            size=remote.size,
+            md5=remote.md5,
+            sha256=remote.sha256,
+            progress=progress,
+            echo=echo,
+        )
+        if remote.extract:
+            marker = extracted_marker(dataset_dir, remote.filename)
+            text = _marker_text(remote, target)
+            if marker.exists() and marker.read_text() == text:
+                return
+            echo(f"extracting {target.name} into {dataset_dir}")
+            safe_extract(target, dataset_dir, overwrite=True)
+            write_bytes_atomic(marker, text.encode())
+    except PagError as exc:
+        failures.append(str(exc))
+
+
 def fetch(
     spec: FetchSpec,
     dataset_dir: str | os.PathLike,
@@ -355,29 +383,10 @@ def fetch(
     """
     dataset_dir = Path(dataset_dir)
     failures: list[str] = []
-    for remote in spec.files:
-        try:
-            _check_filename(remote)
-            target = dataset_dir / remote.filename
-            download(
-                remote.url,
-                target,
-                size=remote.size,
-                md5=remote.md5,
-                sha256=remote.sha256,
-                progress=progress,
-                echo=echo,
-            )
-            if remote.extract:
-                marker = extracted_marker(dataset_dir, remote.filename)
-                text = _marker_text(remote, target)
-                if marker.exists() and marker.read_text() == text:
-                    continue
-                echo(f"extracting {target.name} into {dataset_dir}")
-                safe_extract(target, dataset_dir, overwrite=True)
-                write_bytes_atomic(marker, text.encode())
-        except PagError as exc:
-            failures.append(str(exc))
+    hint = "wait for the other `pag data fetch` of this dataset"
+    with locked(dataset_dir, "dataset folder", hint=hint) if spec.files else nullcontext():
+        for remote in spec.files:
+            _fetch_one(remote, dataset_dir, failures, progress, echo)
     if spec.manual:
         echo(f"{dataset_dir.name}: manual steps (files go under {dataset_dir}):")
         echo(spec.manual.replace("{dataset_dir}", str(dataset_dir)))

@@ -311,6 +311,20 @@ def _train_job(profile: Profile, profile_file: str, run: Run, weights: str | Non
     )
 
 
+def evaluation_settings(profile: Profile, run: Run) -> dict[str, Any]:
+    """How a run of the profile is evaluated: its split, the rule its gates decide by, and the
+    extra rules scored beside it (only models with learned gates have rules)."""
+    e = profile.evaluation
+    method = profile.base_method(run.method)
+    gated = method in GATE_RULE_METHODS
+    rules = [r for r in e.gate_rules if method != "random_gate" or r in RULES_OF_RANDOM_GATES]
+    return {
+        "split": e.split,
+        "gate_rule": e.gate_rule if gated else "hard",
+        "gate_rules": rules if gated else [],
+    }
+
+
 def _eval_job(profile: Profile, run: Run) -> Job:
     e = profile.evaluation
     metrics = eval_metrics(profile, run.name)
@@ -319,12 +333,11 @@ def _eval_job(profile: Profile, run: Run) -> Job:
         f"pag evaluate --run {run_dir(profile, run.name)} --split {e.split} --out {metrics} "
         f"--samples {samples} --save {e.save} --device {profile.resources.device}"
     )
-    method = profile.base_method(run.method)
-    if method in GATE_RULE_METHODS and e.gate_rule != "hard":
-        cmd += f" --gate-rule {e.gate_rule}"
-    rules = [r for r in e.gate_rules if method != "random_gate" or r in RULES_OF_RANDOM_GATES]
-    if method in GATE_RULE_METHODS and rules:
-        cmd += f" --gate-rules {','.join(rules)}"
+    settings = evaluation_settings(profile, run)
+    if settings["gate_rule"] != "hard":
+        cmd += f" --gate-rule {settings['gate_rule']}"
+    if settings["gate_rules"]:
+        cmd += f" --gate-rules {','.join(settings['gate_rules'])}"
     return Job(
         f"eval-{run.name}",
         cmd,

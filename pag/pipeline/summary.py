@@ -23,15 +23,17 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 from pathlib import Path
 from typing import Any
 
 from pag.errors import PagError
-from pag.fileio import atomic_write, write_json_atomic
+from pag.fileio import atomic_write, read_json, remove_temporaries, write_json_atomic
+from pag.locking import locked
 from pag.pipeline import plan as layout
-from pag.pipeline.plan import Plan, Run
+from pag.pipeline.plan import Plan, Run, evaluation_settings, run_params
+from pag.training.provenance import comparable_params
+from pag.training.run_params import RunParams, differing_keys, validate_run_params
 
 SUMMARY_COLUMNS = (
     "run",
@@ -85,10 +87,7 @@ def read_evaluation(path: Path, run: Run, method: str | None = None) -> dict[str
     method = run.method if method is None else method
     if not path.is_file():
         raise PagError(f"{path}: no evaluation of run {run.name} (run `pag evaluate` first)")
-    try:
-        metrics = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise PagError(f"{path}: not valid JSON ({exc})") from None
+    metrics = read_json(path, "evaluation")
     if metrics.get("method") != method or metrics.get("budget") != run.budget:
         raise PagError(
             f"{path}: evaluates method {metrics.get('method')!r} budget "
@@ -97,6 +96,69 @@ def read_evaluation(path: Path, run: Run, method: str | None = None) -> dict[str
     if not isinstance(metrics.get("macs"), dict):
         raise PagError(f"{path}: no 'macs' section")
     return metrics
+
+
+def expected_params(plan: Plan, run: Run) -> RunParams:
+    source = f"{plan.profile_file} (run {run.name})"
+    return validate_run_params(run_params(plan.profile, run), source, check_files=False)
+
+
+def _recorded_params(metrics: dict[str, Any]) -> dict[str, Any] | None:
+    provenance = metrics.get("provenance")
+    training = provenance.get("training") if isinstance(provenance, dict) else None
+    params = training.get("params") if isinstance(training, dict) else None
+    return params if isinstance(params, dict) else None
+
+
+def staleness(plan: Plan, run: Run, root: Path = Path(".")) -> str | None:
+    """Why the run's results are not what the profile asks for now (its evaluation, or its
+    training metrics, made with other params or evaluated otherwise), or None."""
+    path = root / layout.eval_metrics(plan.profile, run.name)
+    metrics = read_evaluation(path, run, plan.profile.base_method(run.method))
+    expected = expected_params(plan, run)
+    reasons = []
+    if metrics.get("params_hash") != expected.digest():
+        recorded = _recorded_params(metrics)
+        keys = differing_keys(recorded, comparable_params(expected)) if recorded else []
+        reasons.append(f"trained with other params: {', '.join(keys) or 'params_hash'}")
+    provenance = metrics.get("provenance")
+    training = provenance.get("training") if isinstance(provenance, dict) else None
+    if isinstance(training, dict) and provenance.get("data") != training.get("data"):
+        reasons.append("evaluated on another version of the dataset than it was trained on")
+    settings = evaluation_settings(plan.profile, run)
+    recorded_rules = sorted(metrics.get("gate_rules") or {})
+    found = {
+        "split": metrics.get("split"),
+        "gate_rule": metrics.get("gate_rule", "hard"),
+        "gate_rules": recorded_rules,
+    }
+    settings["gate_rules"] = sorted(settings["gate_rules"])
+    evaluated = [f"evaluation.{k}" for k in settings if found[k] != settings[k]]
+    if evaluated:
+        reasons.append(f"evaluated otherwise: {', '.join(evaluated)}")
+    train_path = root / layout.train_metrics(plan.profile, run.name)
+    if train_path.is_file():
+        trained = read_json(train_path, "training metrics")
+        if trained.get("params_hash") != expected.digest():
+            reasons.append(f"{train_path} is of other params")
+    return "; ".join(reasons) or None
+
+
+def check_current(plan: Plan, root: Path = Path(".")) -> None:
+    """Refuse results older than the profile: one line naming every stale run and why."""
+    stale = {}
+    for run in plan.runs():
+        reason = staleness(plan, run, root)
+        if reason is not None:
+            stale[run.name] = reason
+    if stale:
+        shown = "; ".join(f"{name} ({why})" for name, why in list(stale.items())[:4])
+        more = f"; and {len(stale) - 4} more" if len(stale) > 4 else ""
+        raise PagError(
+            f"{layout.results_dir(plan.profile)}: {len(stale)} of {len(plan.runs())} runs are "
+            f"stale, made otherwise than {plan.profile_file} now asks: {shown}{more}; run the "
+            "pipeline again (snakemake or dvc repro)"
+        )
 
 
 def summary_rows(plan: Plan, root: Path = Path(".")) -> list[dict[str, Any]]:
@@ -126,10 +188,10 @@ def _training_history(path: Path) -> list[dict[str, Any]]:
     summary of evaluations copied without their runs)."""
     if not path.is_file():
         return []
-    try:
-        return list(json.loads(path.read_text()).get("history") or [])
-    except (json.JSONDecodeError, AttributeError) as exc:
-        raise PagError(f"{path}: not a training metrics file ({exc})") from None
+    history = read_json(path, "training metrics").get("history") or []
+    if not isinstance(history, list) or not all(isinstance(h, dict) for h in history):
+        raise PagError(f"{path}: 'history' is not a list of per-epoch records")
+    return history
 
 
 def _gradient_values(history: list[dict[str, Any]]) -> list[tuple[str, float]]:
@@ -237,17 +299,23 @@ def per_run_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[dict[str,
 
 
 def summarize(plan: Plan, root: Path = Path(".")) -> list[Path]:
-    """Write summary.csv, metrics.json and curves.csv of the plan's results; return the paths."""
+    """Write summary.csv, metrics.json and curves.csv of the plan's results; return the paths.
+    Results older than the profile are refused (`check_current`)."""
+    check_current(plan, root)
     rows = summary_rows(plan, root)
     out = root / layout.results_dir(plan.profile)
-    out.mkdir(parents=True, exist_ok=True)
     summary, metrics, curves = (out / name for name in layout.SUMMARY_FILES)
-    write_csv(summary, SUMMARY_COLUMNS, rows)
-    columns, runs = per_run_table(rows)
-    write_csv(curves, columns, runs)
-    nested = {
-        run["run"]: {k: run[k] for k in columns if k in run and k not in ("run", "method", "seed")}
-        for run in runs
-    }
-    write_json_atomic(metrics, nested)
+    with locked(summary, "summary", hint="wait for the other `pag summarize`"):
+        for path in (summary, metrics, curves):
+            remove_temporaries(path)  # what a summary killed while writing left
+        write_csv(summary, SUMMARY_COLUMNS, rows)
+        columns, runs = per_run_table(rows)
+        write_csv(curves, columns, runs)
+        nested = {
+            run["run"]: {
+                k: run[k] for k in columns if k in run and k not in ("run", "method", "seed")
+            }
+            for run in runs
+        }
+        write_json_atomic(metrics, nested)
     return [summary, metrics, curves]

@@ -20,7 +20,7 @@ import numpy as np
 
 from pag.data import get_dataset
 from pag.errors import PagError
-from pag.fileio import write_json_atomic
+from pag.fileio import remove_temporaries, write_json_atomic
 from pag.pipeline import plan as layout
 from pag.pipeline.plan import Plan
 
@@ -103,5 +103,6 @@ def write_trivial(plan: Plan, root: Path = Path(".")) -> Path:
     path = root / layout.results_dir(plan.profile) / "trivial.json"
     metrics = json_safe(trivial_metrics(plan))  # first: a failure must leave no folder behind
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_temporaries(path)  # what a `pag trivial` killed while writing left
     write_json_atomic(path, metrics)
     return path

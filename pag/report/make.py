@@ -6,8 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pag.errors import PagError
-from pag.fileio import atomic_write
-from pag.report.outputs import FIGURE_FORMATS, Output, outputs_for
+from pag.fileio import atomic_write, remove_temporaries
+from pag.locking import locked
+from pag.report.outputs import FIGURE_FORMATS, TABLE_FORMATS, Output, outputs_for
 from pag.report.readme import readme
 from pag.report.results import HEADLINE, MissingInput, ReportData, ReportInputs, load_summary
 from pag.report.style import render
@@ -50,14 +51,46 @@ def make_report(inputs: ReportInputs, out_dir: str | Path) -> ReportResult:
                 rendered[f"{output.stem}.{fmt}"] = render(result, fmt)
         made.append(output)
     rendered["README.md"] = readme(data, made, skipped, problems).encode()
-    out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, payload in rendered.items():
-        path = out_dir / name
-        with atomic_write(path) as handle:
-            handle.write(payload)
-        written.append(path)
+    with locked(out_dir, "report folder", hint="wait for the other `pag report`"):
+        leftovers = _report_files(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for name, payload in rendered.items():
+            path = out_dir / name
+            remove_temporaries(path)
+            with atomic_write(path) as handle:
+                handle.write(payload)
+            written.append(path)
+        for path in leftovers:  # an earlier report's outputs that this one does not hold
+            if path.name not in rendered:
+                path.unlink(missing_ok=True)
     return ReportResult(written, {**{k: v for k, v in skipped.items()}, **problems})
+
+
+REPORT_SUFFIXES = tuple(f".{fmt}" for fmt in (*FIGURE_FORMATS, *TABLE_FORMATS))
+
+
+def _report_files(out_dir: Path) -> list[Path]:
+    """The files in `out_dir` from an earlier report, which this one replaces or removes (so
+    the folder never shows a figure its README says is missing); anything else there means the
+    folder is not a report's, and is refused before anything is written."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise PagError(f"{out_dir}: exists and is not a folder; the report goes to a folder")
+    if not out_dir.is_dir():
+        return []
+    ours, foreign = [], []
+    for path in sorted(out_dir.iterdir()):
+        if path.is_file() and path.suffix in REPORT_SUFFIXES:
+            ours.append(path)
+        elif not (path.name.startswith(".") and path.name.endswith((".tmp", ".lock"))):
+            foreign.append(path.name)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
+        raise PagError(
+            f"{out_dir}: holds files that are not a report's ({shown}); the report replaces "
+            "its folder's figures and tables: give it a folder of its own"
+        )
+    return ours
 
 
 def _expectations(data: ReportData) -> dict[str, str]:

@@ -9,10 +9,13 @@ dict of those, so the safe `weights_only` unpickler reads it. `final.pt` holds o
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import random
 import re
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +26,27 @@ from pag.errors import PagError
 from pag.fileio import atomic_write, remove_temporaries
 
 FORMAT = 1
+CHECKPOINTS = "checkpoints"
 LAST = "last.pt"
 FINAL = "final.pt"
 
 
 def checkpoint_dir(run_dir: str | os.PathLike) -> Path:
-    return Path(run_dir) / "checkpoints"
+    return Path(run_dir) / CHECKPOINTS
+
+
+@contextlib.contextmanager
+def reading(path: str | os.PathLike) -> Iterator[None]:
+    """Restoring state from a checkpoint read safely but lacking a key or a tensor, or holding
+    one of the wrong shape or type, is a PagError naming the file (not a KeyError)."""
+    try:
+        yield
+    except (KeyError, IndexError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise PagError(
+            f"{path}: not a complete checkpoint of this run ({type(exc).__name__}: {first}); "
+            "delete it to start the run over"
+        ) from None
 
 
 def save(path: str | os.PathLike, payload: dict[str, Any]) -> None:
@@ -47,7 +65,9 @@ def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> d
     if not path.is_file():
         raise PagError(f"{path}: checkpoint not found")
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols it then refuses
+            warnings.simplefilter("ignore", UserWarning)
+            payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # truncated, not a torch file, or objects the safe loader refuses
         raise PagError(f"{path}: not a readable checkpoint ({_reason(exc)})") from None
     if not isinstance(payload, dict):
@@ -57,13 +77,20 @@ def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> d
 
 def _reason(exc: Exception) -> str:
     """One line on why torch.load failed. For objects the safe unpickler refuses, which global
-    (torch's own message runs to many lines and suggests loading the file unsafely)."""
-    text = str(exc)
-    refused = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    (torch's own message runs to many lines and advises loading the file unsafely, which a
+    refusal must never repeat)."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+    refused = re.search(r"\bGLOBAL ([\w.]+)", text)
     if refused:
         return f"it holds {refused.group(1)}, which the safe loader refuses to run or build"
-    first = re.sub(r"\x1b\[[0-9;]*m", "", text).strip().splitlines()
-    return f"{type(exc).__name__}: {first[0]}" if first else type(exc).__name__
+    lines = [
+        line.strip()
+        for line in text.splitlines()
+        if line.strip() and "weights_only" not in line and "documentation" not in line
+    ]
+    if "Weights only load failed" in text:
+        return "the safe loader refused it" + (f": {lines[0]}" if lines else "")
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
 
 
 def model_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:

@@ -80,6 +80,7 @@ import json
 import math
 import os
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -89,8 +90,9 @@ import torch
 from pag.data import get_dataset
 from pag.data.transforms import Normalize
 from pag.errors import PagError
-from pag.fileio import atomic_write, remove_temporaries, write_json_atomic
+from pag.fileio import atomic_write, read_json, remove_temporaries, write_json_atomic
 from pag.flops import measure_macs
+from pag.locking import locked
 from pag.metrics import (
     NYU_MAX_DEPTH,
     BoundaryAccumulator,
@@ -110,7 +112,15 @@ from pag.training.loop import (
     resolve_device,
     seed_everything,
 )
-from pag.training.run_params import RunParams, resolve_threads
+from pag.training.provenance import (
+    Provenance,
+    comparable_params,
+    data_fingerprint,
+    describe,
+    recorded_provenance,
+    weights_digest,
+)
+from pag.training.run_params import RunParams, differing_keys, resolve_threads
 
 SAMPLES_FILE = "samples.npz"
 ACTIVITY_METHODS = ("pag", "random_gate", "mp_pag", "layer_skip", "sact")
@@ -127,7 +137,8 @@ def eval_dir(run_dir: str | os.PathLike, split: str) -> Path:
 
 
 def load_run(run_dir: str | os.PathLike) -> tuple[RunParams, Path]:
-    """The run's params and its `final.pt`, or a PagError saying what is missing."""
+    """The run's params and its `final.pt`, or a PagError saying what is missing (see
+    `checked_provenance` for whether they belong together)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise PagError(f"{run_dir}: run directory not found")
@@ -141,6 +152,59 @@ def load_run(run_dir: str | os.PathLike) -> tuple[RunParams, Path]:
             "run `pag train` to completion first"
         )
     return params, final
+
+
+def checked_provenance(params: RunParams, final: Path) -> Provenance:
+    """What `final.pt` was trained from, checked against the run's `params.yaml`: weights of
+    other params (a params.yaml edited after training) are refused, naming the keys."""
+    recorded = recorded_provenance(final)
+    if recorded.params_hash != params.digest():
+        keys = differing_keys(recorded.params, comparable_params(params))
+        raise PagError(
+            f"{final} was trained with other params than {final.parent.parent / PARAMS_FILE} "
+            f"({describe(keys or ['params_hash'])}); train the run again "
+            "(`pag train --replace-stale`)"
+        )
+    return recorded
+
+
+def check_outputs(run_dir: Path, metrics_path: Path, samples_path: Path) -> None:
+    """The evaluation's files must not land on another command's: a run's own params,
+    checkpoints or training metrics, a file that is not an earlier evaluation, each other."""
+    if metrics_path.resolve() == samples_path.resolve():
+        raise PagError(f"{metrics_path}: the metrics and the samples cannot be one file")
+    for path, what in ((metrics_path, "evaluation metrics"), (samples_path, "samples")):
+        parent = path.resolve().parent
+        owner = parent.parent if parent.name == checkpoint.CHECKPOINTS else parent
+        if (owner / PARAMS_FILE).is_file() and (
+            parent != owner or path.name in (PARAMS_FILE, METRICS_FILE)
+        ):
+            raise PagError(
+                f"{path}: is a training run's own file (of {owner}); give --out/--samples a "
+                f"path of their own (default {eval_dir(run_dir, '<split>')})"
+            )
+        if path.is_dir():
+            raise PagError(f"{path}: is a folder; the {what} go to a file")
+    if metrics_path.is_file():
+        existing = read_json(metrics_path, "file at --out")
+        if not {"split", "macs", "params_hash"} <= set(existing):
+            raise PagError(
+                f"{metrics_path}: holds something other than an evaluation (keys "
+                f"{sorted(existing)[:6]}); it would be overwritten: give another --out"
+            )
+    if samples_path.is_file() and not _is_samples(samples_path):
+        raise PagError(
+            f"{samples_path}: holds something other than saved samples; it would be "
+            "overwritten: give another --samples"
+        )
+
+
+def _is_samples(path: Path) -> bool:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return "ids.npy" in archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return False
 
 
 def load_model(params: RunParams, final: Path, device: torch.device) -> torch.nn.Module:
@@ -446,11 +510,47 @@ def evaluate(
     if unknown:
         raise PagError(f"unknown gate rules {unknown}; expected some of {list(GATE_RULES)}")
     run_dir = Path(run_dir)
-    params, final = load_run(run_dir)
-    torch_device = resolve_device(device)
-    dataset = open_split(params, split, data_root)
     metrics_path = Path(out) if out is not None else eval_dir(run_dir, split) / METRICS_FILE
     samples_path = Path(samples) if samples is not None else eval_dir(run_dir, split) / SAMPLES_FILE
+    params, final = load_run(run_dir)
+    check_outputs(run_dir, metrics_path, samples_path)
+    with locked(run_dir, "run directory", shared=True, hint="wait for its training to finish"):
+        provenance = checked_provenance(params, final)
+        return _evaluate(
+            params,
+            run_dir,
+            final,
+            provenance,
+            split,
+            metrics_path,
+            samples_path,
+            data_root=data_root,
+            save=save,
+            device=device,
+            sparse=sparse,
+            gate_rules=gate_rules,
+            gate_rule=gate_rule,
+        )
+
+
+def _evaluate(
+    params: RunParams,
+    run_dir: Path,
+    final: Path,
+    provenance: Provenance,
+    split: str,
+    metrics_path: Path,
+    samples_path: Path,
+    *,
+    data_root,
+    save: int,
+    device: str,
+    sparse: bool,
+    gate_rules: tuple[str, ...],
+    gate_rule: str,
+) -> dict[str, Any]:
+    torch_device = resolve_device(device)
+    dataset = open_split(params, split, data_root)
     normalize = Normalize()
     num_classes = int(params.tasks.get("semantic") or 0)
 
@@ -526,6 +626,11 @@ def evaluate(
         "method": params.method,
         "budget": params.budget,
         "params_hash": params.digest(),
+        "provenance": {
+            "training": provenance.to_dict(),
+            "weights": weights_digest(model.state_dict()),
+            "data": data_fingerprint(params.dataset, dataset.root),
+        },
         "gate_rule": gate_rule,
         **task_metrics,
         "macs": {
@@ -546,7 +651,8 @@ def evaluate(
     result = json_safe(result)
     json.dumps(result, allow_nan=False)  # valid JSON, or fail before writing
 
-    _write_outputs(metrics_path, samples_path, result, saved_ids, saved)
+    with locked(metrics_path, "evaluation output", hint="wait for the other evaluation"):
+        _write_outputs(metrics_path, samples_path, result, saved_ids, saved)
     return result
 
 

@@ -20,13 +20,13 @@ Under `torchrun` each process trains on its slice of every global batch (see
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import random
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -39,18 +39,26 @@ from torch.utils.data import DataLoader, Dataset
 from pag.data import collate_samples, get_dataset
 from pag.data.transforms import Normalize, RandomCrop, RandomHorizontalFlip
 from pag.errors import PagError
-from pag.fileio import atomic_write, remove_temporaries, write_json_atomic
+from pag.fileio import atomic_write, read_json, remove_temporaries, write_json_atomic
+from pag.locking import locked
 from pag.models.losses import task_losses
 from pag.training import checkpoint, distributed
 from pag.training.distributed import World
 from pag.training.progress import Progress
+from pag.training.provenance import (
+    Provenance,
+    comparable_params,
+    describe,
+    of_run,
+    recorded_provenance,
+)
 from pag.training.run_params import (
-    LOCATION_KEYS,
     RunParams,
     differing_keys,
     resolve_threads,
     validate_run_params,
 )
+from pag.yamlio import load_yaml
 
 PARAMS_FILE = "params.yaml"
 METRICS_FILE = "metrics.json"
@@ -229,11 +237,7 @@ def read_run_params(run_dir: Path) -> RunParams | None:
     path = run_dir / PARAMS_FILE
     if not path.is_file():
         return None
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise PagError(f"{path}: not valid YAML ({exc})") from None
-    return validate_run_params(raw, path, check_files=False)
+    return validate_run_params(load_yaml(path, "run params"), path, check_files=False)
 
 
 def check_same_params(
@@ -249,11 +253,7 @@ def check_same_params(
         return None
     if recorded is None:
         return False
-    mine, theirs = params.resolved(), recorded.resolved()
-    for key in LOCATION_KEYS:
-        mine.pop(key, None)
-        theirs.pop(key, None)
-    differing = differing_keys(theirs, mine)
+    differing = differing_keys(comparable_params(recorded), comparable_params(params))
     if differing and replace_stale:
         return None
     if differing:
@@ -262,6 +262,60 @@ def check_same_params(
             f"{source}); use another --out, or the same params to resume"
         )
     return True
+
+
+# what `pag train` writes into a run directory, and what evaluation and tracking add to it
+RUN_DIR_ENTRIES = (PARAMS_FILE, METRICS_FILE, checkpoint.CHECKPOINTS, "figures")
+
+
+def check_run_dir(run_dir: Path) -> None:
+    """`run_dir` is new, or a run directory: anything else there means --out points at another
+    command's folder (a results or data folder), whose files a run would write over."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise PagError(f"{run_dir}: exists and is not a folder; --out must be a run directory")
+    if not run_dir.is_dir():
+        return
+    foreign = sorted(
+        p.name
+        for p in run_dir.iterdir()
+        if p.name not in RUN_DIR_ENTRIES
+        and not p.name.startswith("eval_")
+        and not (p.name.startswith(".") and p.name.endswith((".tmp", ".lock")))
+    )
+    if (run_dir / METRICS_FILE).is_file() and not _is_training_metrics(run_dir / METRICS_FILE):
+        foreign = sorted([*foreign, METRICS_FILE])
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
+        raise PagError(
+            f"{run_dir}: holds files that are not a training run's ({shown}); --out must be a "
+            "new folder or a `pag train` run directory"
+        )
+
+
+def _is_training_metrics(path: Path) -> bool:
+    """Whether `path` is what `pag train` writes (not an evaluation's or a summary's); a
+    damaged one beside its run's params.yaml counts (reading it names the damage)."""
+    try:
+        return {"steps", "history", "params_hash"} <= set(read_json(path))
+    except PagError:
+        return (path.parent / PARAMS_FILE).is_file()
+
+
+# a training crop may be up to this many times an image's area (padded with ignore/invalid)
+MAX_CROP_TO_IMAGE = 4
+
+
+def check_input_size(params: RunParams, dataset) -> None:
+    """Training crops far larger than the images would be mostly padding, and a typo such as
+    an extra digit would exhaust memory before the first step: refused before anything runs."""
+    height, width = (int(n) for n in dataset.load(0)["image"].shape[-2:])
+    crop_h, crop_w = params.input_size
+    if crop_h * crop_w > MAX_CROP_TO_IMAGE * height * width:
+        raise PagError(
+            f"input_size {list(params.input_size)} is larger than the images of split "
+            f"'{params.train_split}' of '{params.dataset}' (its first is {height} x {width}); "
+            f"a training crop may be at most {MAX_CROP_TO_IMAGE} times an image's area"
+        )
 
 
 def discard_run(run_dir: Path) -> None:
@@ -280,6 +334,31 @@ def write_params(run_dir: Path, params: RunParams) -> None:
     )
     with atomic_write(run_dir / PARAMS_FILE, "w") as handle:
         handle.write(text)
+
+
+class StartingWeights:
+    """The weights a new run starts from (`init_from` or `pretrained`), read once before the
+    run directory is touched, so that a checkpoint the safe loader refuses writes nothing."""
+
+    def __init__(self, path: str | None):
+        self._weights = checkpoint.model_weights(path) if path is not None else None
+
+    def weights(self) -> dict[str, torch.Tensor]:
+        if self._weights is None:
+            raise PagError("no starting checkpoint was given")
+        return self._weights
+
+
+def finished_metrics(run_dir: Path, provenance: Provenance) -> dict[str, Any]:
+    """A finished run's training metrics, checked to be of the run its final.pt holds."""
+    path = run_dir / METRICS_FILE
+    metrics = read_json(path, "training metrics")
+    if metrics.get("params_hash") != provenance.params_hash:
+        raise PagError(
+            f"{path}: not the training metrics of {run_dir}'s final.pt (params_hash "
+            f"{metrics.get('params_hash')!r}, final.pt's {provenance.params_hash!r})"
+        )
+    return metrics
 
 
 # -- training ------------------------------------------------------------------------------------
@@ -321,33 +400,88 @@ def train(
     """Train `params` in `run_dir`, resuming from `run_dir/checkpoints/last.pt` when present,
     and return the metrics written to `run_dir/metrics.json`.
 
-    A run dir started with other params is refused, or with `replace_stale` (what pipelines
-    want after a profile changed) discarded and started over. Everything that can be checked
-    (params against the run dir's, dataset, model, init checkpoint) is checked before anything
-    is written or discarded."""
+    A run dir started with other params, or whose checkpoints were made from other inputs
+    (params, dataset, the checkpoint it started from: `pag.training.provenance`), is refused,
+    or with `replace_stale` (what pipelines want after a profile changed) discarded and started
+    over. The run directory is locked while this runs (`pag.locking`). Everything that can be
+    checked is checked before anything is written or discarded."""
     run_dir = Path(run_dir)
+    world = distributed.world_from_env()
+    dataset = open_train_split(params, data_root)
+    check_input_size(params, dataset)
+    provenance = of_run(params, dataset.root)
+    start = StartingWeights(params.init_from or params.pretrained)  # read (and refused) now
+    check_run_dir(run_dir)
+    hint = "two trainings into one run directory would mix their files; use another --out"
+    guard = locked(run_dir, "run directory", hint=hint) if world.rank == 0 else nullcontext()
+    with guard:
+        return _train_locked(
+            params, run_dir, world, dataset, provenance, start, source, stream, tty, replace_stale
+        )
+
+
+def _train_locked(
+    params: RunParams,
+    run_dir: Path,
+    world: World,
+    dataset,
+    provenance: Provenance,
+    start: StartingWeights,
+    source: str,
+    stream: TextIO | None,
+    tty: bool | None,
+    replace_stale: bool,
+) -> dict[str, Any]:
     resuming_dir = check_same_params(run_dir, params, source, replace_stale=replace_stale)
     stale = resuming_dir is None
     last_path = checkpoint.checkpoint_dir(run_dir) / checkpoint.LAST
     final_path = checkpoint.checkpoint_dir(run_dir) / checkpoint.FINAL
-    metrics_path = run_dir / METRICS_FILE
-    if resuming_dir and last_path.is_file() and final_path.is_file() and metrics_path.is_file():
-        return json.loads(metrics_path.read_text())  # finished: nothing left to do
-
-    world = distributed.world_from_env()
     device = resolve_device(params.device)
     threads = resolve_threads(params.threads)
-    dataset = open_train_split(params, data_root)
+    finished = False
+    if resuming_dir:
+        recorded = final_path if final_path.is_file() else last_path
+        if recorded.is_file():
+            try:
+                differing = recorded_provenance(recorded).differences(provenance)
+                finished = recorded == final_path and (run_dir / METRICS_FILE).is_file()
+                if finished and not differing:
+                    metrics = finished_metrics(run_dir, provenance)
+            except PagError:
+                if not replace_stale:
+                    raise
+                differing = ["provenance"]
+            if differing and not replace_stale:
+                raise PagError(
+                    f"{recorded} was made from other inputs than {source} now "
+                    f"({describe(differing)}); train it again with --replace-stale, or use "
+                    "another --out"
+                )
+            if differing:
+                stale, resuming_dir, finished = True, False, False
+        if finished:
+            return metrics  # finished with these inputs: nothing left to do
+
     t = params.training
     distributed.per_rank_batch(t.batch_size, world)
     if stale and world.rank == 0:
-        (stream or sys.stderr).write(f"{run_dir} held a run with other params: starting over\n")
+        (stream or sys.stderr).write(f"{run_dir} held a run with other inputs: starting over\n")
         discard_run(run_dir)
 
     with distributed.process_group(world, device), compute_settings(threads, device):
         device = distributed.device_for(device, world)
         metrics = _train_in_group(
-            params, run_dir, dataset, device, world, resuming_dir, last_path, stream, tty
+            params,
+            run_dir,
+            dataset,
+            device,
+            world,
+            bool(resuming_dir),
+            last_path,
+            stream,
+            tty,
+            provenance,
+            start,
         )
         distributed.barrier(world)  # rank 0 has written everything when any rank returns
     return metrics
@@ -363,6 +497,8 @@ def _train_in_group(
     last_path: Path,
     stream: TextIO | None,
     tty: bool | None,
+    provenance: Provenance,
+    start: StartingWeights,
 ) -> dict[str, Any]:
     t = params.training
     steps_per_epoch = len(dataset) // t.batch_size
@@ -377,21 +513,22 @@ def _train_in_group(
     if resume is not None:
         if resume.get("params_hash") != params.digest():
             raise PagError(f"{last_path} was written with other params than {run_dir}")
-        written_by = int(resume.get("world_size", 1))
+        written_by = resume.get("world_size", 1)
         if written_by != world.size:
             raise PagError(
                 f"{last_path} was written by {written_by} process(es); resume it with the "
                 f"same number (now {world.size})"
             )
-        model.load_state_dict(resume["model"])
+        with checkpoint.reading(last_path):
+            model.load_state_dict(resume["model"])
     elif params.init_from is not None:
         from pag.models import load_dense_weights
 
-        load_dense_weights(model, checkpoint.model_weights(params.init_from))
+        load_dense_weights(model, start.weights())
     elif params.pretrained is not None:
         from pag.models.resnet import load_imagenet_weights
 
-        load_imagenet_weights(model.trunk, checkpoint.model_weights(params.pretrained))
+        load_imagenet_weights(model.trunk, start.weights())
     model.to(device)
     if device.type == "cuda":
         model.to(memory_format=torch.channels_last)
@@ -399,11 +536,12 @@ def _train_in_group(
     scheduler = make_scheduler(optimizer, total_steps, t.poly_power)
     state = RunState()
     if resume is not None:
-        optimizer.load_state_dict(resume["optimizer"])
-        scheduler.load_state_dict(resume["scheduler"])
-        state = RunState.from_dict(resume["state"])
-        rng = resume["rng_ranks"][world.rank] if world.distributed else resume["rng"]
-        checkpoint.set_rng_states(rng)
+        with checkpoint.reading(last_path):
+            optimizer.load_state_dict(resume["optimizer"])
+            scheduler.load_state_dict(resume["scheduler"])
+            state = RunState.from_dict(resume["state"])
+            rng = resume["rng_ranks"][world.rank] if world.distributed else resume["rng"]
+            checkpoint.set_rng_states(rng)
     net = distributed.wrap(model, world, device, params.method)
 
     # nothing was written until here
@@ -419,7 +557,7 @@ def _train_in_group(
     progress = Progress(t.epochs, steps_per_epoch, t.log_every, stream=stream, tty=tty)
     if resume is not None:
         progress.write(f"resuming {run_dir} at step {state.step}/{total_steps}")
-    saver = _Saver(last_path, params, model, optimizer, scheduler, world)
+    saver = _Saver(last_path, params, model, optimizer, scheduler, world, provenance)
     try:
         _run_epochs(
             params,
@@ -443,7 +581,13 @@ def _train_in_group(
     if world.main:
         checkpoint.save(
             final_path,
-            {"format": checkpoint.FORMAT, "model": _cpu_state(model), "step": state.step},
+            {
+                "format": checkpoint.FORMAT,
+                "model": _cpu_state(model),
+                "step": state.step,
+                "params_hash": provenance.params_hash,
+                "provenance": provenance.to_dict(),
+            },
         )
     metrics = {
         "train": state.history[-1]["train"] if state.history else {},
@@ -454,6 +598,7 @@ def _train_in_group(
         "method": params.method,
         "budget": params.budget,
         "params_hash": params.digest(),
+        "provenance": provenance.brief(),
     }
     if world.main:
         write_json_atomic(metrics_path, metrics)
@@ -465,7 +610,14 @@ def _cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save_last(
-    path, params, model, optimizer, scheduler, state: RunState, world: World | None = None
+    path,
+    params,
+    model,
+    optimizer,
+    scheduler,
+    state: RunState,
+    world: World | None = None,
+    provenance: Provenance | None = None,
 ) -> None:
     """Write `last.pt` (collective under torchrun: every rank calls it, rank 0 writes)."""
     world = world or World()
@@ -483,6 +635,8 @@ def save_last(
         "state": state.to_dict(),
         "rng": rng,
     }
+    if provenance is not None:
+        payload["provenance"] = provenance.to_dict()
     if world.distributed:
         payload["world_size"] = world.size
         payload["rng_ranks"] = every_rng
@@ -497,10 +651,18 @@ class _Saver:
     optimizer: torch.optim.Optimizer
     scheduler: Any
     world: World
+    provenance: Provenance
 
     def __call__(self, state: RunState) -> None:
         save_last(
-            self.path, self.params, self.model, self.optimizer, self.scheduler, state, self.world
+            self.path,
+            self.params,
+            self.model,
+            self.optimizer,
+            self.scheduler,
+            state,
+            self.world,
+            self.provenance,
         )
 
 

@@ -13,7 +13,6 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import (
     Field,
     ValidationError,
@@ -32,6 +31,7 @@ from pag.params import (  # noqa: F401  (TrainingParams, TemperatureSchedule: re
     known_dataset,
     known_tasks,
 )
+from pag.yamlio import load_yaml
 
 # keys that say where things are, not what is computed: they may change between a run's
 # start and its resumption, and are left out of the params hash (a pipeline tracks the
@@ -144,13 +144,7 @@ def validate_run_params(
 
 
 def read_yaml(path: str | os.PathLike) -> Any:
-    path = Path(path)
-    if not path.is_file():
-        raise PagError(f"{path}: run params file not found")
-    try:
-        return yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise PagError(f"{path}: not valid YAML ({exc})") from None
+    return load_yaml(path, "run params file")
 
 
 def load_run_params(

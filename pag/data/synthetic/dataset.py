@@ -11,7 +11,15 @@ from pag.data.base import CheckReport, DenseDataset, FetchSpec, Transform, regis
 from pag.data.codecs import decode_depth, decode_normals, read_image
 from pag.data.sample import Sample, make_sample
 from pag.data.synthetic.scene import CLASSES
-from pag.data.synthetic.writer import MODALITIES, SPLITS, load_manifest, split_counts
+from pag.data.synthetic.writer import (
+    MANIFEST,
+    MODALITIES,
+    SPLITS,
+    load_manifest,
+    relative_path,
+    split_counts,
+    split_of,
+)
 from pag.errors import DataError
 from pag.fileio import file_digest
 
@@ -87,15 +95,38 @@ class SyntheticScenes(DenseDataset):
         )
 
     @classmethod
+    def fingerprint(cls, root: str | os.PathLike) -> str | None:
+        """The manifest's sha256: it lists every file's digest and the generator's params."""
+        path = Path(root) / MANIFEST
+        return file_digest(path) if path.is_file() else None
+
+    @classmethod
     def check(cls, root: str | os.PathLike, report: CheckReport) -> None:
-        """Every listed file exists with the recorded sha256, then every sample decodes."""
+        """Every listed file exists with the recorded sha256 and lies in its own split's
+        folder, under the name its index gives; then every sample decodes."""
         root = Path(root)
         try:
             manifest = load_manifest(root)
         except DataError as exc:
             report.add(str(exc))
             return
+        indices: set[int] = set()
         for entry in manifest["images"]:
+            if entry["index"] in indices:
+                report.add(f"{root / MANIFEST}: image {entry['index']} is listed twice")
+            indices.add(entry["index"])
+            if entry["split"] != split_of(entry["index"]):
+                report.add(
+                    f"{root / MANIFEST}: image {entry['index']} is listed in split "
+                    f"{entry['split']!r}, but its index puts it in {split_of(entry['index'])!r}"
+                )
+            for modality, info in entry["files"].items():
+                if info["path"] != relative_path(entry["index"], modality):
+                    report.add(
+                        f"{root / MANIFEST}: {modality} of image {entry['id']} (split "
+                        f"{entry['split']!r}) points at {info['path']}, expected "
+                        f"{relative_path(entry['index'], modality)}"
+                    )
             for modality, info in entry["files"].items():
                 path = root / info["path"]
                 if not path.is_file():

@@ -8,7 +8,6 @@ manifest last, so an interrupted run is simply run again.
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import os
 from collections.abc import Iterator
@@ -24,7 +23,8 @@ from pag.data.sample import IGNORE_INDEX
 from pag.data.synthetic.render import Rendering, render
 from pag.data.synthetic.scene import CLASSES, sample_scene
 from pag.errors import DataError, PagError
-from pag.fileio import bytes_digest, write_bytes_atomic, write_json_atomic
+from pag.fileio import bytes_digest, read_json, write_bytes_atomic, write_json_atomic
+from pag.locking import locked
 
 GENERATOR = "pag.synthetic"
 GENERATOR_VERSION = "1"
@@ -163,9 +163,9 @@ def load_manifest(root: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise DataError(f"{path}: manifest not found; generate the dataset with `pag data synth`")
     try:
-        manifest = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: not valid JSON ({exc})") from exc
+        manifest = read_json(path, "manifest")
+    except PagError as exc:
+        raise DataError(str(exc)) from None
     try:
         _Manifest.model_validate(manifest)
     except ValidationError as exc:
@@ -209,22 +209,45 @@ def generate(
     if workers < 1:
         raise PagError(f"--workers must be >= 1, got {workers}")
     out = Path(out)
-    images = _existing_images(out, params)
-    jobs = [(params, index, str(out)) for index in range(start, start + num)]
-    for entry in tqdm(
-        _run(jobs, workers), total=num, desc="synth", unit="img", disable=not progress
-    ):
-        images[entry["index"]] = entry
-    manifest = {
-        "params": _manifest_params(params),
-        "classes": list(CLASSES),
-        "ignore_index": IGNORE_INDEX,
-        "intrinsics": params.intrinsics,
-        "encoding": ENCODING,
-        "images": [images[i] for i in sorted(images)],
-    }
-    write_json_atomic(out / MANIFEST, manifest)
+    hint = "generate into one folder one command at a time (or give all images to one --num)"
+    _check_dataset_folder(out)  # before the lock file goes beside it
+    with locked(out, "dataset folder", hint=hint):
+        _check_dataset_folder(out)
+        images = _existing_images(out, params)
+        jobs = [(params, index, str(out)) for index in range(start, start + num)]
+        for entry in tqdm(
+            _run(jobs, workers), total=num, desc="synth", unit="img", disable=not progress
+        ):
+            images[entry["index"]] = entry
+        manifest = {
+            "params": _manifest_params(params),
+            "classes": list(CLASSES),
+            "ignore_index": IGNORE_INDEX,
+            "intrinsics": params.intrinsics,
+            "encoding": ENCODING,
+            "images": [images[i] for i in sorted(images)],
+        }
+        write_json_atomic(out / MANIFEST, manifest)
     return manifest
+
+
+def _check_dataset_folder(out: Path) -> None:
+    """`out` is new, or holds only what `generate` writes (splits, manifest, temporaries of a
+    killed run): anything else means --out points at another command's folder."""
+    if out.exists() and not out.is_dir():
+        raise PagError(f"{out}: exists and is not a folder; --out must be a dataset folder")
+    if not out.is_dir():
+        return
+    ours = {*SPLITS, MANIFEST}
+    foreign = sorted(
+        p.name for p in out.iterdir() if p.name not in ours and not p.name.endswith(".tmp")
+    )
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
+        raise PagError(
+            f"{out}: holds files that `pag data synth` did not write ({shown}); --out must be "
+            "a new folder or a synthetic dataset's"
+        )
 
 
 def _run(jobs: list[tuple[SynthParams, int, str]], workers: int) -> Iterator[dict[str, Any]]:
