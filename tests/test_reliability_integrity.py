@@ -549,3 +549,17 @@ def test_a_second_fetch_of_one_dataset_is_refused(tmp_path, tally):
         fetch(spec, tmp_path / "ds", progress=False, echo=lambda _: None)
     assert "is using this dataset folder" in str(error.value)
     assert not (tmp_path / "ds").exists()
+
+
+def test_data_check_notes_images_its_manifest_does_not_list(tmp_path, tally):
+    """What two concurrent generators left before they were excluded: images on disk that the
+    manifest does not list. They are unused, so a note, not a problem."""
+    root = make_synthetic(tmp_path, num=10)
+    shutil.copy(root / "synthetic/train/000000_rgb.png", root / "synthetic/train/000030_rgb.png")
+    tally.bad_input("image files the manifest does not list")
+    result = pag_cli(["data", "check", "synthetic", "--root", root])
+    assert result.code == 0
+    assert (
+        f"note: 1 files in {root / 'synthetic'} are not in its manifest (first: "
+        "train/000030_rgb.png)"
+    ) in result.err

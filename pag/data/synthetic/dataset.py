@@ -135,6 +135,18 @@ class SyntheticScenes(DenseDataset):
                     report.add(
                         f"{path}: sha256 {digest} differs from the manifest's {info['sha256']}"
                     )
+        listed = {info["path"] for entry in manifest["images"] for info in entry["files"].values()}
+        unlisted = sorted(
+            path.relative_to(root).as_posix()
+            for split in SPLITS
+            for path in (root / split).glob("*.png")
+            if path.relative_to(root).as_posix() not in listed
+        )
+        if unlisted:
+            report.note(
+                f"{len(unlisted)} files in {root} are not in its manifest (first: {unlisted[0]}): "
+                "left by an interrupted `pag data synth`, or by another generator; unused"
+            )
         # decoded too when a checksum differs, so that the problem itself is named; small
         # sets may lack a split: check the ones generated
         splits = [split for split, count in split_counts(manifest).items() if count]
