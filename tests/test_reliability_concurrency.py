@@ -29,7 +29,7 @@ def finished_runs(tmp_path_factory):
     train(params, tmp / "r0", data_root=data_root, stream=io.StringIO(), tty=False)
     for i in range(1, WRITERS):
         shutil.copytree(tmp / "r0", tmp / f"r{i}")
-    return [tmp / f"r{i}" for i in range(WRITERS)]
+    return [tmp / f"r{i}" for i in range(WRITERS)], data_root
 
 
 def expected_metrics(run_dir) -> dict[str, int]:
@@ -46,6 +46,7 @@ def expected_metrics(run_dir) -> dict[str, int]:
 
 @pytest.mark.slow
 def test_eight_writers_one_killed_lose_nothing(finished_runs, tmp_path, tally):
+    finished_runs, data_root = finished_runs
     from mlflow.entities import ViewType
     from mlflow.tracking import MlflowClient
 
@@ -54,7 +55,8 @@ def test_eight_writers_one_killed_lose_nothing(finished_runs, tmp_path, tally):
     tracking.init_store(uri)  # as the pipeline does before starting jobs
 
     def command(run_dir):
-        return ["train", "--params", run_dir / "params.yaml", "--out", run_dir]
+        # finished: each checks its provenance (data included) and goes straight to tracking
+        return ["train", "--params", run_dir / "params.yaml", "--out", run_dir, "--root", data_root]
 
     kill = "kill-at:mlflow.tracking.MlflowClient.log_batch:2"
     processes = [

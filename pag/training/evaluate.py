@@ -11,6 +11,9 @@ compute), so predictions, effective MACs and layer activity come from the same p
 
     {"split": "val", "num_images": 2, "dataset": "synthetic", "params_hash": "...",
      "method": "pag", "budget": 0.5,
+     "provenance": {"training": {...},    # what final.pt records (pag.training.provenance)
+                    "weights": "...",     # digest of the evaluated weights' tensors
+                    "data": "..."},       # fingerprint of the evaluated dataset
      "semantic": {"miou", "pixel_acc", "mean_acc", "iou_per_class"},   # segmentation_metrics
      "depth": {"abs_rel", ..., "num_images", "num_skipped"},           # depth_metrics
      "normals": {"mean", "median", "rmse", "within_11_25", ...},       # normal_metrics
@@ -69,8 +72,11 @@ executor, timed interleaved after one warm-up of each on the first image:
 max |dense|}}``. A method without decisions (dense, truncation, multipool_avg) is an error.
 
 Ground truth is not copied: read it from the dataset by id. Nothing is written unless the
-whole evaluation succeeds; a missing run directory, an unfinished run (no `final.pt`) or an
-unknown split is a `PagError`.
+whole evaluation succeeds; a missing run directory, an unfinished run (no `final.pt`), weights
+trained with other params than the run's `params.yaml`, an unknown split, or an output path
+holding another command's file (a run's own files, anything that is not an earlier
+evaluation) is a `PagError`. The run directory is locked for reading while it is evaluated,
+and the outputs while they are written (`pag.locking`).
 """
 
 from __future__ import annotations
