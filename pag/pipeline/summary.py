@@ -16,7 +16,10 @@ and writes, atomically, into `results/<profile>/`:
 * `curves.csv`: one row per run with the headline metrics as columns (`dvc plots`).
 
 A run without an evaluation, or an evaluation of another method or budget than its name says,
-is an error naming the file: a summary never silently leaves a run out.
+is an error naming the file: a summary never silently leaves a run out. Results older than
+the profile (trained with other params, evaluated on another split or with other gate rules,
+or on another version of the data than they were trained on: `check_current`) are refused,
+naming every stale run and why; `pag report` refuses them too.
 """
 
 from __future__ import annotations
