@@ -49,17 +49,16 @@ def known_tasks(tasks: dict[str, int | None]) -> dict[str, int | None]:
     return tasks
 
 
-def _boolean_at(value: Any, path: str = "") -> str | None:
-    """Where `value` holds a boolean (a dotted path, "" for itself), or None."""
-    if isinstance(value, bool):
-        return path
+def _leaf_at(value: Any, matches, path: str = "") -> str | None:
+    """Where in `value` a leaf satisfies `matches` (a dotted path, "" for itself), or None."""
     if isinstance(value, dict | list | tuple):
         items = value.items() if isinstance(value, dict) else enumerate(value)
         for key, item in items:
-            found = _boolean_at(item, f"{path}.{key}" if path else str(key))
+            found = _leaf_at(item, matches, f"{path}.{key}" if path else str(key))
             if found is not None:
                 return found
-    return None
+        return None
+    return path if matches(value) else None
 
 
 # the largest magnitude a number in params may have: every integer up to it is exact as a
@@ -67,17 +66,13 @@ def _boolean_at(value: Any, path: str = "") -> str | None:
 MAX_MAGNITUDE = 2**53
 
 
-def _huge_at(value: Any, path: str = "") -> str | None:
-    """Where `value` holds a number beyond `MAX_MAGNITUDE` (a dotted path), or None."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return path if math.isfinite(value) and abs(value) > MAX_MAGNITUDE else None
-    if isinstance(value, dict | list | tuple):
-        items = value.items() if isinstance(value, dict) else enumerate(value)
-        for key, item in items:
-            found = _huge_at(item, f"{path}.{key}" if path else str(key))
-            if found is not None:
-                return found
-    return None
+def _is_boolean(value: Any) -> bool:
+    return isinstance(value, bool)
+
+
+def _is_huge(value: Any) -> bool:
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    return number and math.isfinite(value) and abs(value) > MAX_MAGNITUDE
 
 
 def _checks_itself(annotation: Any) -> bool:
@@ -99,14 +94,14 @@ class Params(BaseModel):
     @field_validator("*", mode="before")
     @classmethod
     def _no_booleans(cls, value: Any, info: ValidationInfo) -> Any:
-        huge = _huge_at(value)
+        huge = _leaf_at(value, _is_huge)
         if huge is not None:
             at = f" at {huge}" if huge else ""
             raise ValueError(f"a number{at} is out of range (at most 2**53 in magnitude)")
         field = cls.model_fields.get(info.field_name or "")
         if field is None or _checks_itself(field.annotation):
             return value
-        where = _boolean_at(value)
+        where = _leaf_at(value, _is_boolean)
         if where is not None:
             at = f" at {where}" if where else ""
             raise ValueError(f"a boolean{at} where a number or a name is expected")
