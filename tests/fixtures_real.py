@@ -206,15 +206,17 @@ BSDS_IMAGES = {
     "val": [("3096", 4, 6)],
     "test": [("100007", 6, 4)],
 }
-BSDS_ANNOTATORS = 3
+BSDS_ANNOTATORS = 5  # the real release: 4 to 9 per image, 5 for most (tests/test_bsds500_real.py)
 
 
 def bsds_annotations(height: int, width: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """K segmentations (uint16, ids from 1) and their boundary maps (bool), per annotator."""
+    """K segmentations (uint16, ids from 1) and their boundary maps (bool), per annotator; the
+    boundaries derived from the segmentations as in the real files (`boundaries_of`)."""
+    from pag.data.bsds500 import boundaries_of
+
     rng = np.random.default_rng(seed)
     segments = rng.integers(1, 4, (BSDS_ANNOTATORS, height, width)).astype(np.uint16)
-    boundaries = np.zeros(segments.shape, dtype=bool)
-    boundaries[:, :, :-1] |= segments[:, :, :-1] != segments[:, :, 1:]
+    boundaries = np.stack([boundaries_of(segment) for segment in segments])
     return segments, boundaries
 
 

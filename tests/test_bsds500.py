@@ -180,3 +180,16 @@ def test_check_reports_a_broken_fixture(bsds, monkeypatch):
     BSDS500.check(root, report)
     text = "\n".join(report.problems)
     assert "100075.mat" in text and "3096.mat: missing" in text
+
+
+def test_boundaries_of_a_segmentation_by_hand():
+    """seg2bdry marks the pixels where the segment changes to the right or below, at the pixel
+    or its half-pixel neighbour: an L along the top and left of the lower-right region (the last
+    row and column copy their half-pixel neighbours). Thinning then removes the L's corner,
+    whose arms stay 8-connected."""
+    from pag.data.bsds500 import boundaries_of
+
+    seg = np.array([[1, 1, 1, 1], [1, 1, 1, 1], [1, 1, 2, 2], [1, 1, 2, 2]])
+    expected = np.array([[0, 0, 0, 0], [0, 0, 1, 1], [0, 1, 0, 0], [0, 1, 0, 0]], bool)
+    assert np.array_equal(boundaries_of(seg), expected)
+    assert not boundaries_of(np.ones((5, 7), int)).any()  # one segment: no boundary

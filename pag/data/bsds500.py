@@ -67,6 +67,27 @@ def _annotator_maps(path: str | os.PathLike, k: int, cell: object) -> tuple[np.n
     return (boundary != 0).astype(np.uint8), segment.astype(np.int32)
 
 
+def boundaries_of(segmentation: np.ndarray) -> np.ndarray:
+    """The boundary map BSDS500 stores beside a segmentation, as bool: the benchmark's
+    `seg2bdry(seg, 'imageSize')` (a pixel is on a boundary when a segment changes to its right
+    or below, at it or at its neighbour in the half-pixel grid), thinned as MATLAB's
+    `bwmorph(..., 'thin', Inf)`. Measured on the release: every one of the 2,696 annotator
+    maps of the 500 images equals this of its own `Segmentation`."""
+    from pag.metrics._thin import thin
+
+    seg = np.asarray(segmentation)
+    down = np.zeros(seg.shape, bool)
+    down[:-1] = seg[:-1] != seg[1:]
+    right = np.zeros(seg.shape, bool)
+    right[:, :-1] = seg[:, :-1] != seg[:, 1:]
+    edges = np.zeros(seg.shape, bool)
+    edges[:-1, :-1] = right[:-1, :-1] | right[1:, :-1] | down[:-1, :-1] | down[:-1, 1:]
+    edges[-1, :] = right[-1, :]  # seg2bdry copies its last half-pixel row and column inwards
+    edges[:, -1] = down[:, -1]
+    edges[-1, -1] = False
+    return thin(edges).astype(bool)
+
+
 @register
 class BSDS500(DenseDataset):
     """BSDS500 images with per-annotator `boundary` and `instance` (segment ids) maps;
