@@ -89,13 +89,28 @@ def synth(out, num, seed, start, height, width, focal_ratio, workers, root) -> N
 @click.argument("name")
 @data_root_option()
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-def fetch(name, root, no_progress) -> None:
-    """Download dataset NAME, or print how to get it by hand where a login is needed."""
+@click.option(
+    "--from",
+    "source",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Install from a local copy instead of downloading: the official archive (checked "
+    "like a download), a folder holding it, or an extracted tree in the dataset's layout "
+    "(checked by `pag data check` before it is moved into place).",
+)
+def fetch(name, root, no_progress, source) -> None:
+    """Download dataset NAME (or install it from a local copy with --from), or print how to
+    get it by hand where a login is needed."""
     from pag.data import dataset_class
     from pag.data.download import fetch as fetch_files
 
     cls = dataset_class(name)
     target = dataset_dir(name, root)
+    if source is not None:
+        from pag.data.install import install_from
+
+        install_from(cls, target, source, echo=click.echo)
+        return
     fetch_files(
         cls.fetch_spec, target, progress=not no_progress and sys.stderr.isatty(), echo=click.echo
     )

@@ -275,6 +275,11 @@ class Profile(Params):
     tasks: dict[str, int | None]
     input_size: tuple[int, int] = Field(description="(height, width) of training crops")
     model: ModelParams = ModelParams()
+    fetch_from: str | None = Field(
+        default=None,
+        description="fetched datasets: install from this local copy (an archive, a folder "
+        "holding it, or an extracted tree; relative to the project) instead of downloading",
+    )
     pretrained: Literal["imagenet"] | None = Field(
         default=None, description="initialise the dense baseline's trunk (torchvision weights)"
     )
@@ -359,6 +364,8 @@ class Profile(Params):
                 self.model_of(name)
             except ValidationError as exc:
                 raise ValueError(f"variants.{name}.model: {_problems(exc)}") from None
+        if self.fetch_from is not None and self.dataset == "synthetic":
+            raise ValueError("fetch_from: the synthetic dataset is rendered, not fetched")
         if (self.dataset == "synthetic") != (self.data is not None):
             raise ValueError(
                 "data: required for the synthetic dataset (how to render it)"

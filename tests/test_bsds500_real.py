@@ -76,3 +76,13 @@ def test_data_check_passes_on_the_real_files():
     result = pag_cli(["data", "check", "bsds500", "--data-root", DATA_ROOT])
     assert result.code == 0, result.err
     assert "bsds500: ok (500 samples checked" in result.out
+
+
+def test_fetch_from_the_real_folder_installs_a_checked_copy(tmp_path):
+    args = ["data", "fetch", "bsds500", "--root", tmp_path, "--from", DATA_ROOT / "bsds500"]
+    result = pag_cli(args)
+    assert result.code == 0, result.err
+    assert "installed bsds500 from" in result.out and "(500 samples checked)" in result.out
+    assert pag_cli(args).out.startswith("bsds500 is installed from")
+    check = pag_cli(["data", "check", "bsds500", "--root", tmp_path])
+    assert check.code == 0 and "500 samples checked" in check.out

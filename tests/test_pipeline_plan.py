@@ -156,6 +156,7 @@ def test_unknown_run_lists_the_known_ones():
         ({"finetune": {"epochs": 0, "batch_size": 2, "lr": 0.1}}, r"finetune.epochs"),
         ({"baseline": {"epochs": 1, "batch_size": 2, "lr": 0.1, "lr_decay": 2}}, "lr_decay"),
         ({"resources": {"threads": 0}}, r"resources.threads"),
+        ({"fetch_from": "x.tgz"}, r"fetch_from: the synthetic dataset is rendered, not fetched"),
     ],
 )
 def test_invalid_profiles_fail_naming_the_key(tmp_path, change, message):
@@ -182,6 +183,13 @@ def test_real_dataset_profile_fetches_and_can_start_from_imagenet(tmp_path):
     raw["data"] = {"num": 10}
     with pytest.raises(PagError, match="data: only the synthetic dataset is rendered"):
         plan_of(tmp_path, raw, "real")
+    del raw["data"]
+    raw["fetch_from"] = "../shared/data/my nyu copy"  # installed from a local copy (offline)
+    data = plan_of(tmp_path, raw, "real").job("data")
+    assert data.cmd.startswith(
+        "pag data fetch nyuv2 --root data/real --no-progress --from '../shared/data/my nyu copy' "
+    )
+    assert data.params == ("dataset", "fetch_from")
 
 
 def test_several_gpus_train_under_torchrun(tmp_path):

@@ -122,9 +122,10 @@ class DenseDataset(torch.utils.data.Dataset):
     @classmethod
     def fingerprint(cls, root: str | os.PathLike) -> str | None:
         """A digest of what identifies the installed files (what runs record as their data's
-        provenance): the extraction markers `pag data fetch` wrote, which hold each archive's
-        checksum. None when there is nothing to go by (a dataset installed by hand)."""
-        markers = sorted(Path(root).glob(".*.extracted"))
+        provenance): the markers `pag data fetch` wrote, which hold each extracted archive's
+        size and time, or, for a tree installed with `--from`, a digest of every file (see
+        `pag.data.install`). None when there is nothing to go by (installed by hand)."""
+        markers = sorted([*Path(root).glob(".*.extracted"), *Path(root).glob(".installed")])
         if not markers:
             return None
         digest = hashlib.sha256()

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -256,11 +257,13 @@ def _data_job(profile: Profile, threads: int) -> Job:
         )
         return Job("data", cmd, outs=(out,), params=("data",), threads=threads)
     root = data_root(profile)
+    source = f" --from {shlex.quote(profile.fetch_from)}" if profile.fetch_from else ""
     cmd = (
-        f"pag data fetch {profile.dataset} --root {root} --no-progress && "
+        f"pag data fetch {profile.dataset} --root {root} --no-progress{source} && "
         f"pag data check {profile.dataset} --root {root}"
     )
-    return Job("data", cmd, outs=(out,), params=("dataset",), threads=threads)
+    keys = ("dataset", "fetch_from") if profile.fetch_from else ("dataset",)
+    return Job("data", cmd, outs=(out,), params=keys, threads=threads)
 
 
 def _weights_job(profile: Profile) -> Job | None:
