@@ -24,7 +24,7 @@ from pag.errors import ChecksumError, DataError, DownloadError, PagError
 from pag.fileio import file_digests, write_bytes_atomic
 from pag.locking import locked
 
-__all__ = ["download", "extracted_marker", "fetch", "verify_file"]
+__all__ = ["download", "extracted_marker", "fetch", "marker_text", "verify_file"]
 
 Echo = Callable[[str], None]
 
@@ -333,7 +333,7 @@ def _check_filename(remote: RemoteFile) -> None:
         )
 
 
-def _marker_text(remote: RemoteFile, archive: Path) -> str:
+def marker_text(remote: RemoteFile, archive: Path) -> str:
     """What the extraction marker records: a re-downloaded archive no longer matches it."""
     info = archive.stat()
     return f"{remote.url}\n{info.st_size} {info.st_mtime_ns}\n"
@@ -355,7 +355,7 @@ def _fetch_one(remote, dataset_dir: Path, failures: list[str], progress: bool, e
         )
         if remote.extract:
             marker = extracted_marker(dataset_dir, remote.filename)
-            text = _marker_text(remote, target)
+            text = marker_text(remote, target)
             if marker.exists() and marker.read_text() == text:
                 return
             echo(f"extracting {target.name} into {dataset_dir}")

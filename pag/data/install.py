@@ -21,7 +21,7 @@ from pathlib import Path
 
 from pag.data.archive import safe_extract
 from pag.data.base import CheckReport, DenseDataset, RemoteFile
-from pag.data.download import _marker_text, extracted_marker, verify_file
+from pag.data.download import extracted_marker, marker_text, verify_file
 from pag.errors import DataError
 from pag.fileio import file_digest, write_bytes_atomic
 from pag.locking import locked
@@ -83,7 +83,7 @@ def _install_archive(remote: RemoteFile, path: Path, dataset_dir: Path, echo) ->
             tmp.unlink(missing_ok=True)
         verify_file(target, size=remote.size, md5=remote.md5, sha256=remote.sha256)
     marker = extracted_marker(dataset_dir, remote.filename)
-    text = _marker_text(remote, target)
+    text = marker_text(remote, target)
     if marker.is_file() and marker.read_text() == text:
         return
     echo(f"extracting {target.name} into {dataset_dir}")
