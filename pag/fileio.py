@@ -8,7 +8,7 @@ import itertools
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from glob import escape as glob_escape
 from pathlib import Path
 from typing import IO, Any
@@ -139,6 +139,31 @@ def read_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
     if not isinstance(value, dict):
         raise PagError(f"{path}: {what} must be a JSON object, got a {type(value).__name__}")
     return value
+
+
+def foreign_entries(folder: Path, ours: Callable[[Path], bool], kind: str) -> list[str]:
+    """The names in `folder` that `ours` does not claim, sorted (the temporaries and lock files
+    writers leave beside their files, `.*.tmp` and `.*.lock`, are nobody's); [] for a folder
+    not made yet. A command checks its output folder with it before writing there: a foreign
+    entry means the folder belongs to another command. A file where the folder should be is a
+    PagError saying it must be `kind`."""
+    if folder.exists() and not folder.is_dir():
+        raise PagError(f"{folder}: exists and is not a folder; expected {kind}")
+    if not folder.is_dir():
+        return []
+    return sorted(
+        path.name
+        for path in folder.iterdir()
+        if not ours(path) and not (path.name.startswith(".") and path.name.endswith(_LEFT_BEHIND))
+    )
+
+
+_LEFT_BEHIND = (".tmp", ".lock")
+
+
+def names_shown(names: list[str], most: int = 5) -> str:
+    """Names for a message: the first `most`, then "..."."""
+    return ", ".join(names[:most]) + (" ..." if len(names) > most else "")
 
 
 def file_digests(path: str | os.PathLike, algorithms: list[str]) -> dict[str, str]:

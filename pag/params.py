@@ -93,7 +93,7 @@ class Params(BaseModel):
 
     @field_validator("*", mode="before")
     @classmethod
-    def _no_booleans(cls, value: Any, info: ValidationInfo) -> Any:
+    def _plain_leaves(cls, value: Any, info: ValidationInfo) -> Any:
         huge = _leaf_at(value, _is_huge)
         if huge is not None:
             at = f" at {huge}" if huge else ""

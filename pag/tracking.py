@@ -48,7 +48,7 @@ ARTIFACTS_DIR = "mlartifacts"
 PARAMS_FILE = "params.yaml"  # as pag.training.loop writes them (not imported: keeps torch out)
 METRICS_FILE = "metrics.json"
 KINDS = ("train", "evaluate")
-# of metrics.json: tags, not metrics (provenance: digests and the params, logged as params)
+# of metrics.json: tags, not metrics (provenance: its digests become tags, `_provenance_tags`)
 META_KEYS = ("method", "budget", "params_hash", "split", "provenance")
 FIGURE_DIRS = ("figures",)  # sub-directories whose image files are logged as artifacts
 SAMPLES_FILE = "samples.npz"  # beside an evaluation's metrics.json: logged as an artifact

@@ -24,7 +24,7 @@ from pag.errors import ChecksumError, DataError, DownloadError, PagError
 from pag.fileio import file_digests, write_bytes_atomic
 from pag.locking import locked
 
-__all__ = ["download", "extracted_marker", "fetch", "marker_text", "verify_file"]
+__all__ = ["download", "extract_once", "extracted_marker", "fetch", "verify_file"]
 
 Echo = Callable[[str], None]
 
@@ -333,7 +333,7 @@ def _check_filename(remote: RemoteFile) -> None:
         )
 
 
-def marker_text(remote: RemoteFile, archive: Path) -> str:
+def _marker_text(remote: RemoteFile, archive: Path) -> str:
     """What the extraction marker records: a re-downloaded archive no longer matches it."""
     info = archive.stat()
     return f"{remote.url}\n{info.st_size} {info.st_mtime_ns}\n"
@@ -354,15 +354,21 @@ def _fetch_one(remote, dataset_dir: Path, failures: list[str], progress: bool, e
             echo=echo,
         )
         if remote.extract:
-            marker = extracted_marker(dataset_dir, remote.filename)
-            text = marker_text(remote, target)
-            if marker.exists() and marker.read_text() == text:
-                return
-            echo(f"extracting {target.name} into {dataset_dir}")
-            safe_extract(target, dataset_dir, overwrite=True)
-            write_bytes_atomic(marker, text.encode())
+            extract_once(remote, target, dataset_dir, echo)
     except PagError as exc:
         failures.append(str(exc))
+
+
+def extract_once(remote: RemoteFile, archive: Path, dataset_dir: Path, echo: Echo) -> None:
+    """Extract `archive` into `dataset_dir` unless its marker says this very file was (files
+    left by an interrupted extraction are overwritten); the marker is written afterwards."""
+    marker = extracted_marker(dataset_dir, remote.filename)
+    text = _marker_text(remote, archive)
+    if marker.exists() and marker.read_text() == text:
+        return
+    echo(f"extracting {archive.name} into {dataset_dir}")
+    safe_extract(archive, dataset_dir, overwrite=True)
+    write_bytes_atomic(marker, text.encode())
 
 
 def fetch(

@@ -19,9 +19,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from pag.data.archive import safe_extract
 from pag.data.base import CheckReport, DenseDataset, RemoteFile
-from pag.data.download import extracted_marker, marker_text, verify_file
+from pag.data.download import extract_once, verify_file
 from pag.errors import DataError
 from pag.fileio import file_digest, write_bytes_atomic
 from pag.locking import locked
@@ -82,13 +81,7 @@ def _install_archive(remote: RemoteFile, path: Path, dataset_dir: Path, echo) ->
         finally:
             tmp.unlink(missing_ok=True)
         verify_file(target, size=remote.size, md5=remote.md5, sha256=remote.sha256)
-    marker = extracted_marker(dataset_dir, remote.filename)
-    text = marker_text(remote, target)
-    if marker.is_file() and marker.read_text() == text:
-        return
-    echo(f"extracting {target.name} into {dataset_dir}")
-    safe_extract(target, dataset_dir, overwrite=True)
-    write_bytes_atomic(marker, text.encode())
+    extract_once(remote, target, dataset_dir, echo)
 
 
 def _installed_text(source: Path, tree: Path) -> str:

@@ -106,11 +106,13 @@ def expected_params(plan: Plan, run: Run) -> RunParams:
     return validate_run_params(run_params(plan.profile, run), source, check_files=False)
 
 
-def _recorded_params(metrics: dict[str, Any]) -> dict[str, Any] | None:
+def _provenance(metrics: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """An evaluation's provenance and the training provenance within it ({} where absent:
+    evaluations of an older pag record only the params hash)."""
     provenance = metrics.get("provenance")
-    training = provenance.get("training") if isinstance(provenance, dict) else None
-    params = training.get("params") if isinstance(training, dict) else None
-    return params if isinstance(params, dict) else None
+    provenance = provenance if isinstance(provenance, dict) else {}
+    training = provenance.get("training")
+    return provenance, training if isinstance(training, dict) else {}
 
 
 def staleness(plan: Plan, run: Run, root: Path = Path(".")) -> str | None:
@@ -119,14 +121,17 @@ def staleness(plan: Plan, run: Run, root: Path = Path(".")) -> str | None:
     path = root / layout.eval_metrics(plan.profile, run.name)
     metrics = read_evaluation(path, run, plan.profile.base_method(run.method))
     expected = expected_params(plan, run)
+    provenance, training = _provenance(metrics)
     reasons = []
     if metrics.get("params_hash") != expected.digest():
-        recorded = _recorded_params(metrics)
-        keys = differing_keys(recorded, comparable_params(expected)) if recorded else []
+        recorded = training.get("params")
+        keys = (
+            differing_keys(recorded, comparable_params(expected))
+            if isinstance(recorded, dict)
+            else []
+        )
         reasons.append(f"trained with other params: {', '.join(keys) or 'params_hash'}")
-    provenance = metrics.get("provenance")
-    training = provenance.get("training") if isinstance(provenance, dict) else None
-    if isinstance(training, dict) and provenance.get("data") != training.get("data"):
+    if training and provenance.get("data") != training.get("data"):
         reasons.append("evaluated on another version of the dataset than it was trained on")
     settings = evaluation_settings(plan.profile, run)
     recorded_rules = sorted(metrics.get("gate_rules") or {})

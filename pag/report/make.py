@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pag.errors import PagError
-from pag.fileio import atomic_write, remove_temporaries
+from pag.fileio import atomic_write, foreign_entries, names_shown, remove_temporaries
 from pag.locking import locked
 from pag.report.outputs import FIGURE_FORMATS, TABLE_FORMATS, Output, outputs_for
 from pag.report.readme import readme
@@ -74,23 +74,17 @@ def _report_files(out_dir: Path) -> list[Path]:
     """The files in `out_dir` from an earlier report, which this one replaces or removes (so
     the folder never shows a figure its README says is missing); anything else there means the
     folder is not a report's, and is refused before anything is written."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise PagError(f"{out_dir}: exists and is not a folder; the report goes to a folder")
-    if not out_dir.is_dir():
-        return []
-    ours, foreign = [], []
-    for path in sorted(out_dir.iterdir()):
-        if path.is_file() and path.suffix in REPORT_SUFFIXES:
-            ours.append(path)
-        elif not (path.name.startswith(".") and path.name.endswith((".tmp", ".lock"))):
-            foreign.append(path.name)
+    foreign = foreign_entries(out_dir, _is_report_file, "a report folder")
     if foreign:
-        shown = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
         raise PagError(
-            f"{out_dir}: holds files that are not a report's ({shown}); the report replaces "
-            "its folder's figures and tables: give it a folder of its own"
+            f"{out_dir}: holds files that are not a report's ({names_shown(foreign)}); the "
+            "report replaces its folder's figures and tables: give it a folder of its own"
         )
-    return ours
+    return sorted(p for p in out_dir.iterdir() if _is_report_file(p)) if out_dir.is_dir() else []
+
+
+def _is_report_file(path: Path) -> bool:
+    return path.is_file() and path.suffix in REPORT_SUFFIXES
 
 
 def _expectations(data: ReportData) -> dict[str, str]:

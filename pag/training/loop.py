@@ -39,7 +39,14 @@ from torch.utils.data import DataLoader, Dataset
 from pag.data import collate_samples, get_dataset
 from pag.data.transforms import Normalize, RandomCrop, RandomHorizontalFlip
 from pag.errors import PagError
-from pag.fileio import atomic_write, read_json, remove_temporaries, write_json_atomic
+from pag.fileio import (
+    atomic_write,
+    foreign_entries,
+    names_shown,
+    read_json,
+    remove_temporaries,
+    write_json_atomic,
+)
 from pag.locking import locked
 from pag.models.losses import task_losses
 from pag.training import checkpoint, distributed
@@ -271,25 +278,18 @@ RUN_DIR_ENTRIES = (PARAMS_FILE, METRICS_FILE, checkpoint.CHECKPOINTS, "figures")
 def check_run_dir(run_dir: Path) -> None:
     """`run_dir` is new, or a run directory: anything else there means --out points at another
     command's folder (a results or data folder), whose files a run would write over."""
-    if run_dir.exists() and not run_dir.is_dir():
-        raise PagError(f"{run_dir}: exists and is not a folder; --out must be a run directory")
-    if not run_dir.is_dir():
-        return
-    foreign = sorted(
-        p.name
-        for p in run_dir.iterdir()
-        if p.name not in RUN_DIR_ENTRIES
-        and not p.name.startswith("eval_")
-        and not (p.name.startswith(".") and p.name.endswith((".tmp", ".lock")))
-    )
-    if (run_dir / METRICS_FILE).is_file() and not _is_training_metrics(run_dir / METRICS_FILE):
-        foreign = sorted([*foreign, METRICS_FILE])
+    foreign = foreign_entries(run_dir, _in_run_dir, "a run directory (--out)")
     if foreign:
-        shown = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
         raise PagError(
-            f"{run_dir}: holds files that are not a training run's ({shown}); --out must be a "
-            "new folder or a `pag train` run directory"
+            f"{run_dir}: holds files that are not a training run's ({names_shown(foreign)}); "
+            "--out must be a new folder or a `pag train` run directory"
         )
+
+
+def _in_run_dir(path: Path) -> bool:
+    if path.name == METRICS_FILE:
+        return _is_training_metrics(path)
+    return path.name in RUN_DIR_ENTRIES or path.name.startswith("eval_")
 
 
 def _is_training_metrics(path: Path) -> bool:

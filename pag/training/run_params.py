@@ -143,16 +143,12 @@ def validate_run_params(
         raise PagError(f"{source}: {_problems(exc)}") from None
 
 
-def read_yaml(path: str | os.PathLike) -> Any:
-    return load_yaml(path, "run params file")
-
-
 def load_run_params(
     path: str | os.PathLike, *, overrides: dict[str, Any] | None = None, check_files: bool = True
 ) -> RunParams:
     """Read and validate a run params YAML; `overrides` replace top-level keys first (the CLI's
     `--init-from`). Errors name the file and the key."""
-    raw = read_yaml(path)
+    raw = load_yaml(path, "run params file")
     if isinstance(raw, dict) and overrides:
         raw = {**raw, **overrides}
     return validate_run_params(raw, path, check_files=check_files)

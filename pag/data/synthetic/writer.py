@@ -23,7 +23,14 @@ from pag.data.sample import IGNORE_INDEX
 from pag.data.synthetic.render import Rendering, render
 from pag.data.synthetic.scene import CLASSES, sample_scene
 from pag.errors import DataError, PagError
-from pag.fileio import bytes_digest, read_json, write_bytes_atomic, write_json_atomic
+from pag.fileio import (
+    bytes_digest,
+    foreign_entries,
+    names_shown,
+    read_json,
+    write_bytes_atomic,
+    write_json_atomic,
+)
 from pag.locking import locked
 
 GENERATOR = "pag.synthetic"
@@ -232,21 +239,14 @@ def generate(
 
 
 def _check_dataset_folder(out: Path) -> None:
-    """`out` is new, or holds only what `generate` writes (splits, manifest, temporaries of a
-    killed run): anything else means --out points at another command's folder."""
-    if out.exists() and not out.is_dir():
-        raise PagError(f"{out}: exists and is not a folder; --out must be a dataset folder")
-    if not out.is_dir():
-        return
+    """`out` is new, or holds only what `generate` writes (splits, manifest): anything else
+    means --out points at another command's folder."""
     ours = {*SPLITS, MANIFEST}
-    foreign = sorted(
-        p.name for p in out.iterdir() if p.name not in ours and not p.name.endswith(".tmp")
-    )
+    foreign = foreign_entries(out, lambda path: path.name in ours, "a dataset folder (--out)")
     if foreign:
-        shown = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
         raise PagError(
-            f"{out}: holds files that `pag data synth` did not write ({shown}); --out must be "
-            "a new folder or a synthetic dataset's"
+            f"{out}: holds files that `pag data synth` did not write ({names_shown(foreign)}); "
+            "--out must be a new folder or a synthetic dataset's"
         )
 
 
