@@ -10,7 +10,15 @@ from pag import __version__
 from pag.cli_data import data_group
 from pag.cli_evaluate import evaluate
 from pag.cli_models import flops
-from pag.cli_pipeline import dvc_yaml, plan, report, summarize, trivial, weights_group
+from pag.cli_pipeline import (
+    classical,
+    dvc_yaml,
+    plan,
+    report,
+    summarize,
+    trivial,
+    weights_group,
+)
 from pag.cli_train import train
 from pag.errors import PagError
 
@@ -25,7 +33,7 @@ cli.add_command(data_group)
 cli.add_command(evaluate)
 cli.add_command(flops)
 cli.add_command(train)
-for command in (plan, summarize, trivial, report, dvc_yaml, weights_group):
+for command in (plan, summarize, trivial, classical, report, dvc_yaml, weights_group):
     cli.add_command(command)
 
 

@@ -58,6 +58,25 @@ def trivial(profile: str) -> None:
     click.echo(f"wrote {write_trivial(load_plan(profile))}")
 
 
+@click.command("classical")
+@profile_option
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Processes scoring images in parallel (the result does not depend on it).",
+)
+def classical(profile: str, workers: int) -> None:
+    """Score the classical edge detectors of the profile's evaluation.classical (Gaussian
+    gradient magnitude, Canny) on its evaluation split against every annotator:
+    results/<profile>/classical.json."""
+    from pag.pipeline.classical import write_classical
+    from pag.pipeline.plan import load_plan
+
+    click.echo(f"wrote {write_classical(load_plan(profile), workers=workers)}")
+
+
 @click.command("report")
 @profile_option
 @click.option(

@@ -216,6 +216,18 @@ class EvaluationParams(Params):
         default_factory=list,
         description="gated runs: also score these rules, each in its own pass",
     )
+    classical: list[Literal["gradient", "canny"]] = Field(
+        default_factory=list,
+        description="classical edge detectors scored on the split as a floor (`pag classical`; "
+        "boundary profiles only)",
+    )
+
+    @field_validator("classical")
+    @classmethod
+    def _distinct_detectors(cls, detectors: list[str]) -> list[str]:
+        if len(set(detectors)) != len(detectors):
+            raise ValueError(f"detectors repeat ({detectors})")
+        return detectors
 
 
 class ResourceParams(Params):
@@ -364,6 +376,11 @@ class Profile(Params):
                 self.model_of(name)
             except ValidationError as exc:
                 raise ValueError(f"variants.{name}.model: {_problems(exc)}") from None
+        if self.evaluation.classical and "boundary" not in self.tasks:
+            raise ValueError(
+                "evaluation.classical: the classical edge detectors are scored on the boundary "
+                f"task, which is not among this profile's tasks {list(self.tasks)}"
+            )
         if self.fetch_from is not None and self.dataset == "synthetic":
             raise ValueError("fetch_from: the synthetic dataset is rendered, not fetched")
         if (self.dataset == "synthetic") != (self.data is not None):

@@ -2,10 +2,12 @@
 
 A profile (`params/<name>.yaml`) becomes: data (render or fetch), optional ImageNet weights,
 one dense baseline per seed, one fine-tuning run per (method, budget, seed) starting from the
-dense weights of its seed, one evaluation per run, the summary, and the report. Every job is a
-`pag` command with declared inputs and outputs. The Snakefile builds its DAG from these jobs
-(rules in `workflow/rules/`), and `pag dvc-yaml` writes the same jobs as `dvc.yaml` stages, so
-the two front-ends run the same commands on the same files.
+dense weights of its seed, one evaluation per run, the trivial predictors' floor, the
+classical edge detectors' floor (profiles that list them in `evaluation.classical`), the
+summary, and the report. Every job is a `pag` command with declared inputs and outputs. The
+Snakefile builds its DAG from these jobs (rules in `workflow/rules/`), and `pag dvc-yaml`
+writes the same jobs as `dvc.yaml` stages, so the two front-ends run the same commands on the
+same files.
 
 Paths are relative to the project root, where both front-ends run:
 
@@ -15,6 +17,7 @@ Paths are relative to the project root, where both front-ends run:
     runs/<profile>/<run>/eval_<split>/samples.npz
     results/<profile>/runs/<run>/metrics.json    a run's evaluation (committed)
     results/<profile>/summary.csv, metrics.json, curves.csv
+    results/<profile>/trivial.json, classical.json  the floors (committed)
     paper_figures/<profile>/...                  the report (committed)
 
 Runs are named `<method>[-<budget>]-s<seed>`, e.g. `dense-s0`, `pag-0.5-s1`, `truncation-6-s0`.
@@ -31,7 +34,7 @@ from typing import Any
 
 from pag.errors import PagError
 from pag.models.model import GATE_RULE_METHODS
-from pag.params import Profile, load_profile
+from pag.params import EvaluationParams, Profile, load_profile
 
 PROFILES_DIR = "params"
 # a random gate draws its positions whatever the rule, except "open" (every gate computing):
@@ -150,6 +153,10 @@ def eval_samples(profile: Profile, run: str) -> str:
 
 def results_dir(profile: Profile) -> str:
     return f"results/{profile.name}"
+
+
+def classical_results(profile: Profile) -> str:
+    return f"{results_dir(profile)}/classical.json"
 
 
 def figures_dir(profile: Profile) -> str:
@@ -347,11 +354,43 @@ def _eval_job(profile: Profile, run: Run) -> Job:
         deps=(dataset_path(profile), final_checkpoint(profile, run.name)),
         outs=(samples,),
         results=(metrics,),
-        params=("evaluation", "resources.device"),
+        params=(*_evaluation_keys(profile), "resources.device"),
         threads=profile.resources.threads,
         gpus=min(profile.resources.gpus, 1),
         run=run,
-        values={**e.model_dump(mode="json"), "device": profile.resources.device},
+        values={
+            **e.model_dump(mode="json", exclude={"classical"}),
+            "device": profile.resources.device,
+        },
+    )
+
+
+def _evaluation_keys(profile: Profile) -> tuple[str, ...]:
+    """The `evaluation` keys a run's evaluation depends on: the whole section, or, where the
+    profile lists classical detectors (which no run's evaluation uses, `pag classical` scores
+    them), every other key, so that changing the detectors reruns no evaluation. Profiles
+    without them keep the whole section, as their existing dvc.lock files record it."""
+    if not profile.evaluation.classical:
+        return ("evaluation",)
+    keys = (key for key in EvaluationParams.model_fields if key != "classical")
+    return tuple(f"evaluation.{key}" for key in keys)
+
+
+def _classical_job(profile: Profile, profile_file: str) -> Job | None:
+    """The classical edge detectors' floor (`pag.pipeline.classical`), where the profile lists
+    them."""
+    e = profile.evaluation
+    if not e.classical:
+        return None
+    threads = profile.resources.threads
+    return Job(
+        "classical",
+        f"pag classical --profile {profile_file} --workers {threads}",
+        deps=(dataset_path(profile),),
+        results=(classical_results(profile),),
+        params=("evaluation.classical", "evaluation.split"),
+        threads=threads,
+        values={"classical": list(e.classical), "split": e.split},
     )
 
 
@@ -376,6 +415,9 @@ def expand(profile: Profile, profile_file: str) -> Plan:
             params=("tasks", "evaluation.split"),
         )
     )
+    classical = _classical_job(profile, profile_file)
+    if classical is not None:
+        jobs.append(classical)
     summary = tuple(f"{results}/{name}" for name in SUMMARY_FILES)
     jobs.append(
         Job(
@@ -397,6 +439,7 @@ def expand(profile: Profile, profile_file: str) -> Plan:
                 *(eval_metrics(profile, run.name) for run in runs),
                 *(eval_samples(profile, run.name) for run in runs),
                 *(train_metrics(profile, run.name) for run in runs),
+                *(classical.results if classical is not None else ()),
             ),
             results=tuple(f"{figures}/{name}" for name in report_files(profile)),
         )

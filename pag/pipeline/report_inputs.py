@@ -1,5 +1,6 @@
 """The report's inputs for a profile: where the plan put the summary, each run's evaluation,
-samples and training history, and the dataset that holds the saved images' ground truth."""
+samples and training history, the dataset that holds the saved images' ground truth, and the
+classical detectors' floor where the profile lists them."""
 
 from __future__ import annotations
 
@@ -36,4 +37,7 @@ def report_inputs(plan: Plan) -> ReportInputs:
         profile=profile.name,
         variants={name: variant.method for name, variant in profile.variants.items()},
         split=profile.evaluation.split,
+        classical=(
+            Path(layout.classical_results(profile)) if profile.evaluation.classical else None
+        ),
     )

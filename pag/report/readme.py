@@ -37,6 +37,15 @@ provenance. Differences of setting (backbone, schedule, crops, evaluation protoc
 run and the paper's are listed in docs/decisions.md.
 """
 
+_CLASSICAL = """\
+## The classical floor
+
+`{path}` (`pag classical`) holds classical edge detectors (the gradient magnitude of the
+Gaussian-smoothed image, Canny) scored with the same benchmark as our runs: the floor a learned
+boundary detector must beat. `table_paper` shows them beside the published human, classical and
+learned detectors' numbers, each with its source.
+"""
+
 
 def readme(
     data: ReportData, made: list[Output], skipped: dict[str, str], problems: dict[str, str]
@@ -67,4 +76,7 @@ def readme(
         lines.append(_SYNTHETIC)
     else:
         lines.append(_REAL.format(datasets=", ".join(datasets)))
+    classical = data.inputs.classical
+    if classical is not None and classical.is_file():
+        lines.append(_CLASSICAL.format(path=classical.as_posix()))
     return "\n".join(lines)

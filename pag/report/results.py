@@ -65,6 +65,7 @@ class ReportInputs:
     title: str | None = None
     variants: Mapping[str, str] = field(default_factory=dict)  # ablation name -> method
     split: str = "evaluation"  # the split the runs were evaluated on, for titles
+    classical: Path | None = None  # results/<profile>/classical.json (`pag classical`)
 
 
 def load_summary(path: Path, variants: Iterable[str] = ()) -> pd.DataFrame:
@@ -267,6 +268,23 @@ class ReportData:
         if run not in self._evaluations:  # read once: activity and ponder figures share it
             self._evaluations[run] = read_json(files.evaluation, "evaluation metrics")
         return self._evaluations[run]
+
+    def classical(self) -> dict[str, Any] | None:
+        """The classical detectors' floor (`pag classical`), checked: None when not given."""
+        path = self.inputs.classical
+        if path is None:
+            return None
+        record = read_json(path, "classical floor (run `pag classical`)")
+        detectors = record.get("detectors")
+        if not isinstance(record.get("dataset"), str) or not isinstance(detectors, dict):
+            raise PagError(f"{path}: expected 'dataset' and 'detectors' (as pag classical writes)")
+        for name, entry in detectors.items():
+            scores = entry.get("boundary") if isinstance(entry, dict) else None
+            if not isinstance(scores, dict) or not all(
+                isinstance(scores.get(key), int | float) for key in ("ods", "ois", "ap")
+            ):
+                raise PagError(f"{path}: detector {name!r} lacks boundary ods, ois and ap")
+        return record
 
     def history(self, run: str) -> list[dict[str, Any]]:
         files = self.inputs.runs.get(run)

@@ -27,6 +27,7 @@ _LATEX_SYMBOLS = {
     "δ": r"$\delta$",
     "λ": r"$\lambda$",
     "τ": r"$\tau$",
+    "σ": r"$\sigma$",
     "†": r"$^\dagger$",
     "≈": r"$\approx$",
     "<": r"$<$",

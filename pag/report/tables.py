@@ -12,7 +12,15 @@ import numpy as np
 import pandas as pd
 
 from pag.report.groups import FULL_MODEL_IS_REFERENCE, REFERENCE
-from pag.report.paper import PAPER_NUMBERS, SOURCES, UNSUPPORTED
+from pag.report.paper import (
+    FLOOR_LABELS,
+    FLOOR_SOURCE,
+    PAPER_NUMBERS,
+    REFERENCE_NUMBERS,
+    REFERENCE_SOURCES,
+    SOURCES,
+    UNSUPPORTED,
+)
 from pag.report.results import (
     HEADLINE,
     SPREAD,
@@ -218,7 +226,9 @@ def matched_budget_table(data: ReportData, budgets=MATCHED_BUDGETS) -> Table:
 
 def paper_table(data: ReportData) -> Table:
     """Table 3: the published numbers (with their provenance) beside ours on the same dataset,
-    task and metric, or "not run" for a dataset this report has no runs of."""
+    task and metric, or "not run" for a dataset this report has no runs of; for the datasets
+    shown, published numbers of other detectors and humans (`REFERENCE_NUMBERS`) and our
+    measured classical floors (`pag classical`), with their sources."""
     df = data.df
     datasets = set(df["dataset"])
     pag_budget = _budget_nearest(df, "pag", 0.7)
@@ -233,7 +243,7 @@ def paper_table(data: ReportData) -> Table:
         "ours: MP-PAG",
         pag_label,
     ]
-    rows = []
+    rows: list[list[str]] = []
     for number in PAPER_NUMBERS:
         published = f"{number.value:g}{(' ' + number.unit) if number.unit == '%' else number.unit}"
         ours = []
@@ -260,8 +270,67 @@ def paper_table(data: ReportData) -> Table:
         "published unit.",
         *(f"{tag}: {meaning}." for tag, meaning in SOURCES.items()),
     ]
+    numeric = [False] * 3 + [True, False, True, True, True]
     title = "Published numbers beside ours"
-    return Table(title, header, rows, notes, numeric=[False] * 3 + [True, False, True, True, True])
+    others, floors, missing = _other_detectors(data, datasets)
+    if missing:
+        notes.append(f"No classical floor: {missing}.")
+    if not others:
+        return Table(title, header, rows, notes, numeric=numeric)
+    # the published detectors and our classical floors, after PAG's numbers
+    groups = ["PAG"] * len(rows) + [row[0] for row in others]
+    if floors:
+        header.append("ours: classical floor")
+        numeric.append(True)
+        rows = [[*row, "—"] for row in rows]
+    rows += others
+    for tag, meaning in REFERENCE_SOURCES.items():
+        if any(row[4].startswith(tag) for row in others):
+            notes.append(f"{tag}: {meaning}.")
+    return Table(title, header, rows, notes, numeric=numeric, groups=groups)
+
+
+_ODS_OIS_AP = "ODS / OIS / AP ↑"
+
+
+def _triple(values, decimals: int) -> str:
+    return " / ".join("—" if v is None else f"{v:.{decimals}f}" for v in values)
+
+
+def _other_detectors(
+    data: ReportData, datasets: set[str]
+) -> tuple[list[list[str]], bool, str | None]:
+    """Rows of the published reference detectors (`REFERENCE_NUMBERS`) of the datasets shown,
+    then our measured classical floors (classical.json; a last column then holds them),
+    whether there are floors, and why the floors are missing (None if not expected)."""
+    try:
+        floor = data.classical()
+    except MissingInput as exc:
+        floor, missing = None, str(exc)
+    else:
+        missing = None
+    shown = datasets | ({floor["dataset"]} if floor else set())
+    order = list(FLOOR_LABELS)  # the floors in a fixed order (classical.json sorts them)
+    floors = sorted(
+        [] if floor is None else floor["detectors"].items(),
+        key=lambda item: (order.index(item[0]) if item[0] in order else len(order), item[0]),
+    )
+    rows = []
+    for ref in REFERENCE_NUMBERS:
+        if ref.dataset in shown:
+            published = _triple((ref.ods, ref.ois, ref.ap), ref.decimals)
+            row = [ref.dataset, f"{ref.task}: {ref.method}", _ODS_OIS_AP, published, ref.source]
+            rows.append(row + ["—"] * (4 if floors else 3))
+    for name, entry in floors:
+        sigma = (entry.get("settings") or {}).get("sigma")
+        label = FLOOR_LABELS.get(name, name)
+        label += f", σ = {sigma:g}" if isinstance(sigma, int | float) else ""
+        scores = entry["boundary"]
+        where = f"{FLOOR_SOURCE}: {floor.get('split')} split, {floor.get('num_images')} images"
+        measured = _triple((scores["ods"], scores["ois"], scores["ap"]), 3)
+        rows.append([floor["dataset"], f"boundary: {label}", _ODS_OIS_AP, "—", where])
+        rows[-1] += ["—", "—", "—", measured]
+    return rows, bool(floors), missing
 
 
 def _budget_nearest(df: pd.DataFrame, method: str, target: float) -> float | None:

@@ -17,6 +17,7 @@ RESOURCES = PROFILE.resources
 RUN_NAMES = [run.name for run in PLAN.runs()]
 SUMMARY_FILES = PLAN.job("summarize").results
 REPORT_FILES = PLAN.job("report").results
+CLASSICAL = any(job.name == "classical" for job in PLAN.jobs)
 
 
 def plan_field(kind, field):

@@ -16,6 +16,26 @@ rule trivial:
         "{params.cmd} > {log} 2>&1"
 
 
+# the classical edge detectors' floor, for profiles that list them (evaluation.classical)
+if CLASSICAL:
+
+    rule classical:
+        input:
+            PLAN.job("classical").deps,
+        output:
+            PLAN.job("classical").results,
+        log:
+            f"logs/{NAME}/classical.log",
+        conda:
+            "../envs/pag.yaml"
+        threads: PLAN.job("classical").threads
+        params:
+            cmd=PLAN.job("classical").cmd,
+            values=PLAN.job("classical").values,
+        shell:
+            "{params.cmd} > {log} 2>&1"
+
+
 rule summarize:
     input:
         PLAN.job("summarize").deps,
