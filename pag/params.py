@@ -138,6 +138,11 @@ class ModelParams(Params):
     )
     multipool_block: str = "layer4.1"
     dilations: tuple[int, ...] = (2, 4, 6, 8, 10)
+    boundary_head: Literal["last_stage", "side_outputs"] = Field(
+        default="last_stage",
+        description="the boundary task's head: on the trunk's stride-8 output like every task, "
+        "or HED's fused side outputs from the stem and every stage (docs/decisions.md)",
+    )
 
     def build_kwargs(self) -> dict:
         return self.model_dump()
@@ -192,6 +197,65 @@ class TrainingParams(Params):
             if not weight >= 0 or weight == float("inf"):
                 raise ValueError(f"loss weight of {task!r} must be finite and >= 0, got {weight}")
         return weights
+
+
+def distinct_seeds(seeds: list[int], key: str) -> list[int]:
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise ValueError(f"{key} must be distinct integers >= 0, got {seeds}")
+    return seeds
+
+
+class Augmentation(Params):
+    """Training-time augmentation beyond the random crop and flip every run gets: HED's and
+    RCF's scales, and rotations restricted to multiples of 90 degrees, which are exact on
+    1-pixel boundary maps (docs/decisions.md, "BSDS500 on 2 CPU cores")."""
+
+    scales: list[float] = Field(
+        default=[1.0], min_length=1, description="each sample resized by one, drawn uniformly"
+    )
+    rotations: list[Literal[0, 90, 180, 270]] = Field(
+        default=[0], min_length=1, description="degrees counter-clockwise, drawn uniformly"
+    )
+
+    @field_validator("scales")
+    @classmethod
+    def _positive_scales(cls, scales: list[float]) -> list[float]:
+        if not all(0.1 <= s <= 4 for s in scales):
+            raise ValueError(f"scales must lie in [0.1, 4], got {scales}")
+        return scales
+
+
+class InputParams(Params):
+    """What a run reads and at which scale; shared by a profile and a run file. Fields left at
+    their defaults are left out of a run's resolved params and hash (`RunParams.resolved`)."""
+
+    train_split: str | list[str] = Field(
+        default="train", description="a split, or splits trained on together (train + val)"
+    )
+    input_scale: float = Field(
+        default=1.0,
+        gt=0.05,
+        le=4,
+        description="images are resized by this before the model sees them, in training and "
+        "evaluation; predictions are resized back, so metrics stay at full resolution",
+    )
+    augmentation: Augmentation | None = None
+
+    @field_validator("train_split")
+    @classmethod
+    def _distinct_splits(cls, split: str | list[str]) -> str | list[str]:
+        if isinstance(split, list) and (not split or len(set(split)) != len(split)):
+            raise ValueError(f"train_split must list distinct splits, got {split}")
+        return split
+
+    @model_validator(mode="after")
+    def _rotatable(self) -> InputParams:
+        rotated = self.augmentation is not None and set(self.augmentation.rotations) != {0}
+        if rotated and "normals" in getattr(self, "tasks", {}):
+            raise ValueError(
+                "augmentation.rotations: normals would need rotating with the image; use [0]"
+            )
+        return self
 
 
 class SyntheticData(Params):
@@ -274,12 +338,12 @@ class Variant(Params):
         return model
 
 
-class Profile(Params):
+class Profile(InputParams):
     """An experiment: dataset, tasks, model, the dense baseline's and the fine-tuning schedule,
     every method's budget sweep, seeds, evaluation and resources (`pag.pipeline` expands it
     into jobs)."""
 
-    name: str = Field(pattern=r"^[a-z0-9_]+$")
+    name: str = Field(pattern=r"^[a-z0-9_][a-z0-9_-]*$")
     dataset: str
     data: SyntheticData | None = Field(
         default=None, description="synthetic dataset only: how to render it"
@@ -301,6 +365,11 @@ class Profile(Params):
     )
     methods: dict[str, list[float | int | None]]
     seeds: list[int] = Field(default=[0], min_length=1)
+    method_seeds: dict[str, list[int]] = Field(
+        default_factory=dict,
+        description="per method, the seeds it runs with instead of `seeds` (a fine-tuned "
+        "method's must be seeds of dense, whose weights it starts from)",
+    )
     baseline: TrainingParams = Field(
         description="the dense baseline's schedule (from scratch or ImageNet)"
     )
@@ -356,9 +425,18 @@ class Profile(Params):
     @field_validator("seeds")
     @classmethod
     def _distinct_seeds(cls, seeds: list[int]) -> list[int]:
-        if len(set(seeds)) != len(seeds) or min(seeds) < 0:
-            raise ValueError(f"seeds must be distinct integers >= 0, got {seeds}")
-        return seeds
+        return distinct_seeds(seeds, "seeds")
+
+    @field_validator("method_seeds")
+    @classmethod
+    def _distinct_method_seeds(cls, method_seeds: dict[str, list[int]]) -> dict[str, list[int]]:
+        for method, seeds in method_seeds.items():
+            distinct_seeds(seeds, f"method_seeds.{method}")
+        return method_seeds
+
+    def seeds_of(self, method: str) -> list[int]:
+        """The seeds `method` (a name of `methods`) runs with."""
+        return self.method_seeds.get(method, self.seeds)
 
     @model_validator(mode="after")
     def _consistent(self) -> Profile:
@@ -396,6 +474,29 @@ class Profile(Params):
                 "pretrained: torchvision's ImageNet weights exist for ResNet-18/34/50/101 at "
                 f"width 1, not ResNet-{self.model.depth} at width {self.model.width_multiplier}"
             )
+        for method in self.methods:
+            model = self.model_of(method)
+            if (
+                self.base_method(method) == "truncation"
+                and model.boundary_head == "side_outputs"
+                and model.truncation_mode == "rebuild_heads"
+            ):
+                raise ValueError(
+                    f"methods.{method}: truncation_mode 'rebuild_heads' removes stages the "
+                    "side-output boundary head reads; use truncation_mode 'shortcut'"
+                )
+        for method in self.method_seeds:
+            if method not in self.methods:
+                raise ValueError(
+                    f"method_seeds.{method}: not a method of this profile ({list(self.methods)})"
+                )
+            if method != "dense":
+                orphans = sorted(set(self.seeds_of(method)) - set(self.seeds_of("dense")))
+                if orphans:
+                    raise ValueError(
+                        f"method_seeds.{method}: seeds {orphans} have no dense run to fine-tune "
+                        f"from (dense runs seeds {self.seeds_of('dense')})"
+                    )
         for method in self.method_training:
             if method not in self.methods or method == "dense":
                 raise ValueError(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import bisect
 import hashlib
+import itertools
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -193,11 +195,51 @@ def dataset_class(name: str) -> type[DenseDataset]:
 def get_dataset(
     name: str,
     root: str | os.PathLike | None = None,
-    split: str = "train",
+    split: str | list[str] = "train",
     transform: Transform | None = None,
     **options,
 ) -> DenseDataset:
     """The dataset `name` under the data root (`root`, else $PAG_DATA, else ./data), as
-    `<root>/<name>`; `options` go to the dataset class (e.g. `layout=` for Stanford-2D-3D)."""
+    `<root>/<name>`; `options` go to the dataset class (e.g. `layout=` for Stanford-2D-3D).
+    A list of splits gives them joined in that order (`JoinedSplits`)."""
     cls = dataset_class(name)
-    return cls(dataset_dir(name, root), split, transform=transform, **options)
+    if isinstance(split, str):
+        return cls(dataset_dir(name, root), split, transform=transform, **options)
+    parts = [cls(dataset_dir(name, root), s, transform=transform, **options) for s in split]
+    return JoinedSplits(parts)  # type: ignore[return-value]
+
+
+class JoinedSplits(torch.utils.data.Dataset):
+    """Splits of one dataset read as one, in order: HED and RCF train on BSDS500's train and
+    val together. Offers what training reads of a split (`load`, `validated`, `root`)."""
+
+    def __init__(self, parts: list[DenseDataset]):
+        if not parts:
+            raise PagError("JoinedSplits needs at least one split")
+        first = parts[0]
+        self.parts = parts
+        self.name, self.root, self.tasks = first.name, first.root, first.tasks
+        self.num_classes = first.num_classes
+        self.split = "+".join(part.split for part in parts)
+        self._ends = list(itertools.accumulate(len(part) for part in parts))
+
+    def __len__(self) -> int:
+        return self._ends[-1]
+
+    def _locate(self, index: int) -> tuple[DenseDataset, int]:
+        if not 0 <= index < len(self):
+            raise IndexError(f"{self.name}/{self.split}: index {index} out of range")
+        part = bisect.bisect_right(self._ends, index)
+        return self.parts[part], index - (self._ends[part - 1] if part else 0)
+
+    def load(self, index: int) -> Sample:
+        part, local = self._locate(index)
+        return part.load(local)
+
+    def validated(self, index: int, num_classes: int | None = None) -> Sample:
+        part, local = self._locate(index)
+        return part.validated(local, num_classes)
+
+    def __getitem__(self, index: int) -> Sample:
+        part, local = self._locate(index)
+        return part[local]

@@ -130,7 +130,9 @@ class CenterCrop:
 
 
 class Resize:
-    """Resize to (height, width): bilinear (antialiased) for the image, nearest for targets."""
+    """Resize to (height, width): bilinear (antialiased) for the image, nearest for targets,
+    except boundary maps made smaller: a pixel is marked when any pixel it covers was, so a
+    1-pixel boundary stays unbroken (nearest would drop every other pixel of it)."""
 
     def __init__(self, size: int | Sequence[int]):
         self.size = _size(size)
@@ -146,6 +148,9 @@ class Resize:
                 resized = F.interpolate(
                     batch, size=self.size, mode="bilinear", antialias=True, align_corners=False
                 )
+            elif key == "boundary" and (height < img_h or width < img_w):
+                covered = F.interpolate(batch.float(), size=self.size, mode="area")
+                resized = (covered > 0).to(value.dtype)
             else:
                 resized = F.interpolate(batch.float(), size=self.size, mode="nearest-exact").to(
                     value.dtype
@@ -156,6 +161,66 @@ class Resize:
             k[0] *= width / img_w
             k[1] *= height / img_h
             out["intrinsics"] = k
+        return out  # type: ignore[return-value]
+
+
+class RandomScale:
+    """Resize by `base` times a factor drawn uniformly from `factors` (HED's and RCF's scale
+    augmentation); draws nothing when there is one factor, so adding the transform at its
+    default leaves a seeded run's random stream as it was."""
+
+    def __init__(
+        self,
+        factors: Sequence[float] = (1.0,),
+        base: float = 1.0,
+        generator: torch.Generator | None = None,
+    ):
+        self.factors, self.base, self.generator = tuple(factors), base, generator
+
+    def __call__(self, sample: Sample) -> Sample:
+        factor = self.factors[0]
+        if len(self.factors) > 1:
+            factor = self.factors[
+                int(torch.randint(len(self.factors), (), generator=self.generator))
+            ]
+        return rescale(sample, self.base * factor)
+
+
+def rescale(sample: Sample, factor: float) -> Sample:
+    """The sample resized by `factor` (sizes rounded, at least 1 pixel); unchanged at 1."""
+    if factor == 1.0:
+        return sample
+    height, width = sample["image"].shape[-2:]
+    return Resize((max(1, round(height * factor)), max(1, round(width * factor))))(sample)
+
+
+class RandomRotate90:
+    """Rotate by a multiple of 90 degrees drawn uniformly from `quarter_turns` (counter-
+    clockwise): exact on thin boundary maps, where other angles would resample them. Samples
+    with normals or intrinsics are refused, as their vectors would need rotating too. Draws
+    nothing when there is one choice."""
+
+    def __init__(
+        self, quarter_turns: Sequence[int] = (0,), generator: torch.Generator | None = None
+    ):
+        self.quarter_turns, self.generator = tuple(quarter_turns), generator
+
+    def __call__(self, sample: Sample) -> Sample:
+        turns = self.quarter_turns[0]
+        if len(self.quarter_turns) > 1:
+            index = int(torch.randint(len(self.quarter_turns), (), generator=self.generator))
+            turns = self.quarter_turns[index]
+        if turns % 4 == 0:
+            return sample
+        kept = {"normals", "intrinsics"} & set(sample)
+        if kept:
+            raise DataError(
+                f"RandomRotate90: samples with {sorted(kept)} cannot be rotated (their vectors "
+                "would need rotating too)"
+            )
+        out = dict(sample)
+        for key in _spatial(sample):
+            out[key] = torch.rot90(sample[key], turns, dims=(-2, -1))
         return out  # type: ignore[return-value]
 
 

@@ -21,14 +21,18 @@ the same algorithm (scikit-image/scikit-image PR #2294, "replicating MATLAB's
 bwmorph('thin',...)"), and our tests check its published expected outputs.
 
 Implementation: the conditions become two 256-entry lookup tables indexed by the 8-bit
-neighbourhood code. The image is padded by one pixel and flattened; each subiteration gathers
-the codes of the candidate pixels only (vectorised), and after the first full pass the only
-candidates are foreground pixels next to a pixel deleted since that table was last applied,
-since a pixel whose neighbourhood has not changed gets the same answer again.
+neighbourhood code. The image is padded by one pixel and flattened; each subiteration looks up
+the codes of the candidate pixels only, and after the first full pass the only candidates are
+foreground pixels next to a pixel deleted since that table was last applied, since a pixel
+whose neighbourhood has not changed gets the same answer again. The per-pixel loops are
+compiled with numba: a thick map (a network's soft output at a low threshold) needs hundreds
+of subiterations, and vectorised numpy spent seconds per image on them (measured in
+docs/decisions.md, "Boundary metric speed").
 """
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 # (row, col) offsets of x1..x8; bit k of the neighbourhood code is x_{k+1}
@@ -77,13 +81,13 @@ def thin_many(maps: np.ndarray) -> np.ndarray:
     img = np.zeros(n * (h + 2) * width, dtype=np.uint8)
     img.reshape(n, h + 2, width)[:, 1:-1, 1:-1] = maps != 0
     offs = np.array([dr * width + dc for dr, dc in _OFFSETS], dtype=np.int64)
-    weights = (1 << np.arange(8)).astype(np.uint8)
     ring = np.concatenate([[0], offs])  # a pixel and its 8 neighbours
 
     luts = (DELETE_LUT_1, DELETE_LUT_2)
     evaluated_all = [False, False]  # has the table had its first pass over every pixel?
     candidates = [np.zeros(0, np.int64), np.zeros(0, np.int64)]
     last_deleted = [np.zeros(0, np.int64), np.zeros(0, np.int64)]
+    scratch = np.zeros(img.size, dtype=np.uint8)
     sub = 0
     idle = 0  # consecutive subiterations without a deletion
     while idle < 2:
@@ -92,21 +96,52 @@ def thin_many(maps: np.ndarray) -> np.ndarray:
         else:
             cand = np.flatnonzero(img)
             evaluated_all[sub] = True
-        code = np.zeros(cand.size, dtype=np.uint8)
-        for k in range(8):
-            code |= img[cand + offs[k]] * weights[k]
-        deleted = cand[luts[sub][code]]
-        img[deleted] = 0
+        deleted = _delete(img, cand, offs, luts[sub])
         idle = 0 if deleted.size else idle + 1
         last_deleted[sub] = deleted
         # The other table gave its answers on the image as it was when it last ran; since
         # then only its own deletions and this table's have changed any neighbourhood.
         other = sub ^ 1
-        marker = np.zeros(img.size, dtype=bool)
-        for off in ring:
-            marker[last_deleted[other] + off] = True
-            marker[deleted + off] = True
-        marker &= img.view(bool)
-        candidates[other] = np.flatnonzero(marker)
+        changed = np.concatenate([last_deleted[other], deleted])
+        candidates[other] = _foreground_near(img, changed, ring, scratch)
         sub = other
     return img.reshape(n, h + 2, width)[:, 1:-1, 1:-1].astype(bool)
+
+
+@numba.njit(cache=True, nogil=True)
+def _delete(img: np.ndarray, cand: np.ndarray, offs: np.ndarray, lut: np.ndarray) -> np.ndarray:
+    """One parallel subiteration: the candidates `lut` deletes, judged on the image as it is,
+    then deleted."""
+    deleted = np.empty(cand.size, dtype=np.int64)
+    count = 0
+    for p in cand:
+        code = 0
+        for k in range(8):
+            if img[p + offs[k]]:
+                code |= 1 << k
+        if lut[code]:
+            deleted[count] = p
+            count += 1
+    for i in range(count):
+        img[deleted[i]] = 0
+    return deleted[:count]
+
+
+@numba.njit(cache=True, nogil=True)
+def _foreground_near(
+    img: np.ndarray, changed: np.ndarray, ring: np.ndarray, scratch: np.ndarray
+) -> np.ndarray:
+    """The foreground pixels in the 3 x 3 neighbourhoods of `changed`, each once (`scratch`
+    is all zeros on entry and on return)."""
+    found = np.empty(changed.size * ring.size, dtype=np.int64)
+    count = 0
+    for p in changed:
+        for off in ring:
+            q = p + off
+            if img[q] and not scratch[q]:
+                scratch[q] = 1
+                found[count] = q
+                count += 1
+    for i in range(count):
+        scratch[found[i]] = 0
+    return found[:count]

@@ -19,8 +19,9 @@ def semantic_loss(logits: Tensor, target: Tensor) -> Tensor:
 
 
 def boundary_target(boundary: Tensor) -> tuple[Tensor, Tensor]:
-    """(label, valid) from K annotator maps: positive where at least half the annotators mark
-    a boundary, negative where none does, ignored in between (as RCF does)."""
+    """(label, valid) from K annotator maps (N x K x H x W), or their mean (K = 1): positive
+    where at least half the annotators mark a boundary, negative where none does, ignored in
+    between (as RCF does)."""
     agreement = boundary.float().mean(dim=1, keepdim=True)
     return (agreement >= 0.5).float(), (agreement >= 0.5) | (agreement == 0)
 

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from pag.errors import PagError
 from pag.models import gating
-from pag.models.heads import TaskHead, finish_prediction, head_channels
+from pag.models.heads import SideOutputHead, TaskHead, finish_prediction, head_channels
 from pag.models.resnet import ResNet, resnet
 
 METHODS = (
@@ -35,6 +35,17 @@ METHODS = (
 # methods with learned or drawn gates, which an evaluation rule (`pag.models.gating.gate_rule`)
 # applies to
 GATE_RULE_METHODS = ("pag", "random_gate", "layer_skip")
+# the boundary task's head: on the trunk's last stage like every task, or HED's side outputs
+BOUNDARY_HEADS = ("last_stage", "side_outputs")
+
+
+def block_out_channels(block: nn.Module) -> int:
+    return block.conv3.out_channels if hasattr(block, "conv3") else block.conv2.out_channels
+
+
+def side_channels(trunk: ResNet) -> list[int]:
+    """Channels of the maps a side-output head reads: the stem's, then each stage's output."""
+    return [trunk.conv1.out_channels, *(block_out_channels(stage[-1]) for stage in trunk.stages())]
 
 
 @dataclass(frozen=True)
@@ -100,19 +111,28 @@ class DensePredictionModel(nn.Module):
     predictions at input resolution (semantic/boundary logits, depth in metres, unit normals)
     and what the method exposes (gate maps, MultiPool choices, block decisions, ponder)."""
 
-    def __init__(self, trunk: ResNet, tasks: dict[str, int | None], head_hidden: int = 256):
+    def __init__(
+        self,
+        trunk: ResNet,
+        tasks: dict[str, int | None],
+        head_hidden: int = 256,
+        boundary_head: str = "last_stage",
+    ):
         super().__init__()
         if not tasks:
             raise PagError("a model needs at least one task")
+        if boundary_head not in BOUNDARY_HEADS:
+            raise PagError(f"boundary_head must be one of {BOUNDARY_HEADS}, got {boundary_head!r}")
         if hasattr(trunk, "fc"):  # the classifier is never used here; unused parameters break DDP
             del trunk.fc
         self.trunk = trunk
-        self.heads = nn.ModuleDict(
-            {
-                task: TaskHead(trunk.out_channels, head_channels(task, n), head_hidden)
-                for task, n in tasks.items()
-            }
-        )
+        heads: dict[str, nn.Module] = {
+            task: TaskHead(trunk.out_channels, head_channels(task, n), head_hidden)
+            for task, n in tasks.items()
+        }
+        if "boundary" in tasks and boundary_head == "side_outputs":
+            heads["boundary"] = SideOutputHead(side_channels(trunk))
+        self.heads = nn.ModuleDict(heads)
         self.tasks = dict(tasks)
         self.head_hidden = head_hidden
         self.method = "dense"
@@ -134,16 +154,31 @@ class DensePredictionModel(nn.Module):
             raise PagError(f"no block named {name!r}; the trunk has {list(blocks)}")
         return blocks[name]
 
-    def features(self, x: Tensor) -> Tensor:
-        f = self.trunk.stem(x)
-        for index, stage in enumerate(self.trunk.stages()):
+    def features(self, x: Tensor, sides: list[Tensor] | None = None) -> Tensor:
+        """The trunk's output; the stem's stride-2 map and every stage's output are appended
+        to `sides` when given (what a side-output head reads)."""
+        trunk = self.trunk
+        f = trunk.relu(trunk.bn1(trunk.conv1(x)))
+        if sides is not None:
+            sides.append(f)
+        f = trunk.maxpool(f)
+        for index, stage in enumerate(trunk.stages()):
             f = stage(f) if self.stage_runner is None else self.stage_runner(index, stage, f)
+            if sides is not None:
+                sides.append(f)
         return f
 
     def forward(self, x: Tensor) -> dict:
         size = tuple(x.shape[-2:])
-        f = self.features(x)
-        pred = {task: finish_prediction(task, head(f, size)) for task, head in self.heads.items()}
+        wants_sides = any(getattr(head, "takes_sides", False) for head in self.heads.values())
+        sides: list[Tensor] | None = [] if wants_sides else None
+        f = self.features(x, sides)
+        pred = {
+            task: finish_prediction(
+                task, head(sides if getattr(head, "takes_sides", False) else f, size)
+            )
+            for task, head in self.heads.items()
+        }
         aux: dict = {}
         gated = [(n, b.gate) for n, b in self.blocks() if isinstance(b.gate, gating.PixelGate)]
         if gated:
@@ -240,12 +275,16 @@ def apply_truncation(model: DensePredictionModel, kept: int, mode: str = "rebuil
                 if not pname.startswith("downsample."):
                     param.requires_grad_(False)
         return
+    if any(getattr(head, "takes_sides", False) for head in model.heads.values()):
+        raise PagError(
+            "truncation_mode 'rebuild_heads' removes stages a side-output boundary head reads; "
+            "use truncation_mode 'shortcut'"
+        )
     model.dropped_blocks = names[kept:]
     for stage in reversed(model.trunk.stages()):
         while len(stage) and len(model.blocks()) > kept:
             del stage[len(stage) - 1]
-    last = model.blocks()[-1][1]
-    channels = last.conv3.out_channels if hasattr(last, "conv3") else last.conv2.out_channels
+    channels = block_out_channels(model.blocks()[-1][1])
     if channels != model.trunk.out_channels:
         model.trunk.out_channels = channels
         model.rebuilt_heads = True
@@ -275,10 +314,11 @@ def build_model(
     truncation_mode: str = "rebuild_heads",
     multipool_block: str = "layer4.1",
     dilations: tuple[int, ...] = (2, 4, 6, 8, 10),
+    boundary_head: str = "last_stage",
 ) -> DensePredictionModel:
     """Build `method` at `budget` on a ResNet trunk with heads for `tasks` ({task: classes})."""
     trunk = resnet(depth, width_multiplier=width_multiplier, output_stride=output_stride)
-    model = DensePredictionModel(trunk, tasks, head_hidden)
+    model = DensePredictionModel(trunk, tasks, head_hidden, boundary_head)
     budget = check_budget(method, budget, len(model.blocks()))
     if method == "pag":
         apply_pag(

@@ -186,10 +186,10 @@ SUMMARY_FILES = ("summary.csv", "metrics.json", "curves.csv")
 
 def sweep(profile: Profile) -> list[Run]:
     """Every run: the dense baseline per seed first, then each method's budgets per seed."""
-    runs = [Run("dense", None, seed) for seed in profile.seeds]
+    runs = [Run("dense", None, seed) for seed in profile.seeds_of("dense")]
     for method, budget in profile.runs():
         if method != "dense":
-            runs.extend(Run(method, budget, seed) for seed in profile.seeds)
+            runs.extend(Run(method, budget, seed) for seed in profile.seeds_of(method))
     return runs
 
 
@@ -197,7 +197,10 @@ def sweep(profile: Profile) -> list[Run]:
 # trunk's, plus those of its own method, so a gating knob leaves the dense baseline alone
 _RUN_KEYS = ("dataset", "tasks", "input_size", "resources.device", "resources.threads")
 _RUN_KEYS += ("resources.gpus",)
-_TRUNK_KEYS = ("depth", "width_multiplier", "output_stride", "head_hidden")
+# `InputParams`: tracked where the profile sets them (DVC refuses a params key the file lacks)
+_INPUT_KEYS = ("train_split", "input_scale", "augmentation")
+_SET_ONLY_MODEL_KEYS = ("boundary_head",)
+_TRUNK_KEYS = ("depth", "width_multiplier", "output_stride", "head_hidden", "boundary_head")
 _METHOD_MODEL_KEYS = {
     "pag": ("gate_mode", "sparsity_scope", "hard_gates", "gate_bias", "budget_source"),
     "random_gate": ("gate_mode",),
@@ -225,6 +228,11 @@ def run_params(profile: Profile, run: Run | str, *, init_from: str | None = None
         "data_root": data_root(profile),
         "tasks": dict(profile.tasks),
         "input_size": list(profile.input_size),
+        "train_split": profile.train_split,
+        "input_scale": profile.input_scale,
+        "augmentation": (
+            None if profile.augmentation is None else profile.augmentation.model_dump(mode="json")
+        ),
         # keys the method does not use keep their defaults, so they never make it stale
         "model": {
             key: value
@@ -301,7 +309,10 @@ def _train_job(profile: Profile, profile_file: str, run: Run, weights: str | Non
         f"--out {run_dir(profile, run.name)}{init} --replace-stale"
     )
     method = profile.base_method(run.method)
-    keys = (*_RUN_KEYS, *(f"model.{key}" for key in model_keys(method)), section)
+    model = tuple(k for k in model_keys(method) if k not in _SET_ONLY_MODEL_KEYS)
+    model += tuple(k for k in _SET_ONLY_MODEL_KEYS if k in profile.model.model_fields_set)
+    keys = (*_RUN_KEYS, *(f"model.{key}" for key in model), section)
+    keys += tuple(key for key in _INPUT_KEYS if key in profile.model_fields_set)
     if run.method in profile.method_training:
         keys += (f"method_training.{run.method}",)
     if run.method in profile.variants:

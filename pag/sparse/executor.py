@@ -291,6 +291,13 @@ class HeadsExecutor:
 
     def __init__(self, model: DensePredictionModel):
         heads = list(model.heads.items())
+        sided = [task for task, head in heads if getattr(head, "takes_sides", False)]
+        if sided:
+            raise PagError(
+                f"the sparse executor runs task heads on the trunk's output; the {sided[0]} "
+                "head reads side outputs (model.boundary_head: side_outputs), which it does "
+                "not execute"
+            )
         convs = [folded(head.conv, head.bn) for _, head in heads]
         geometry = Geometry.of(heads[0][1].conv)
         if any(Geometry.of(head.conv) != geometry for _, head in heads):

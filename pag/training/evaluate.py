@@ -92,6 +92,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from pag.data import get_dataset
 from pag.data.transforms import Normalize
@@ -301,6 +302,36 @@ def _prediction_arrays(pred: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
     return out
 
 
+def model_input(image: torch.Tensor, normalize: Normalize, scale: float) -> torch.Tensor:
+    """One image as the network sees it: normalised, resized by the run's input_scale
+    (bilinear, antialiased, as training resizes it), with a batch dimension."""
+    x = normalize({"image": image})["image"][None]
+    if scale == 1.0:
+        return x
+    height, width = image.shape[-2:]
+    size = (max(1, round(height * scale)), max(1, round(width * scale)))
+    return F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
+
+
+def at_image_size(output: dict, size: tuple[int, int]) -> dict:
+    """A forward's output with its predictions, ponder and ponder-cost maps resized back to
+    the image's size (predictions bilinear, normals renormalised; counts nearest), so that
+    metrics, compute allocation and saved samples are at full resolution whatever scale the
+    network ran at. Unchanged when the sizes agree already."""
+    pred = output["pred"]
+    if all(tuple(value.shape[-2:]) == tuple(size) for value in pred.values()):
+        return output
+    resized = {}
+    for task, value in pred.items():
+        value = F.interpolate(value.float(), size=size, mode="bilinear", align_corners=False)
+        resized[task] = F.normalize(value, dim=1) if task == "normals" else value
+    aux = dict(output["aux"])
+    for key in ("ponder", "ponder_cost"):
+        if isinstance(aux.get(key), torch.Tensor):
+            aux[key] = F.interpolate(aux[key].float(), size=size, mode="nearest-exact")
+    return {**output, "pred": resized, "aux": aux}
+
+
 def _saved_arrays(
     sid: str, image: torch.Tensor, pred: dict[str, np.ndarray], aux: dict, num_classes: int
 ) -> dict[str, np.ndarray]:
@@ -457,8 +488,8 @@ def _rule_pass(model, dataset, normalize, params, rule: str, device) -> dict[str
     with decide_by(model, rule), torch.no_grad():
         for index in range(len(dataset)):
             sample = dataset[index]
-            x = normalize({"image": sample["image"]})["image"][None].to(device)
-            output = model(x)
+            x = model_input(sample["image"], normalize, params.input_scale).to(device)
+            output = at_image_size(model(x), sample["image"].shape[-2:])
             tasks.update(_prediction_arrays(output["pred"]), sample)
             aux = output["aux"]
             fractions.extend(float(g[:, 1].float().mean()) for g in aux.get("gates", {}).values())
@@ -589,7 +620,8 @@ def _evaluate(
             try:
                 for index in range(len(dataset)):
                     sample = dataset[index]
-                    x = normalize({"image": sample["image"]})["image"][None].to(torch_device)
+                    image = sample["image"]
+                    x = model_input(image, normalize, params.input_scale).to(torch_device)
                     captured.clear()
                     # the flop counter's module-by-module cross-check is the slow part of a
                     # measurement; the ops of a forward depend only on the input shape, so one
@@ -599,6 +631,7 @@ def _evaluate(
                     output = captured[-1]
                     if timer is not None:
                         output = timer.run(x, output)
+                    output = at_image_size(output, image.shape[-2:])
                     dense.append(report.dense)
                     effective.append(float(report.effective[0]))
                     for block in blocks:

@@ -37,7 +37,13 @@ import yaml
 from torch.utils.data import DataLoader, Dataset
 
 from pag.data import collate_samples, get_dataset
-from pag.data.transforms import Normalize, RandomCrop, RandomHorizontalFlip
+from pag.data.transforms import (
+    Normalize,
+    RandomCrop,
+    RandomHorizontalFlip,
+    RandomRotate90,
+    RandomScale,
+)
 from pag.errors import PagError
 from pag.fileio import (
     atomic_write,
@@ -49,6 +55,7 @@ from pag.fileio import (
 )
 from pag.locking import locked
 from pag.models.losses import task_losses
+from pag.params import Augmentation
 from pag.training import checkpoint, distributed
 from pag.training.distributed import World
 from pag.training.progress import Progress
@@ -97,17 +104,65 @@ def epoch_batches(num_samples: int, batch_size: int, seed: int, epoch: int) -> l
     return [order[i * batch_size : (i + 1) * batch_size] for i in range(count)]
 
 
+# bytes of training samples a run keeps decoded in memory (`SampleCache`)
+SAMPLE_CACHE_BYTES = 2 * 1024**3
+
+
+class SampleCache:
+    """A training split's validated samples, restricted to the run's keys, kept in memory
+    until they fill `limit` bytes, so that later epochs skip reading and decoding them: on
+    BSDS500, reading one ground-truth .mat file takes longer than a CPU step spends on its
+    crop. Samples past the limit are read each time; what a run computes is unchanged."""
+
+    def __init__(self, base, keys: tuple[str, ...], limit: int = SAMPLE_CACHE_BYTES):
+        self.base, self.keys, self.limit = base, keys, limit
+        self.root = base.root
+        self._kept: dict[int, dict] = {}
+        self._bytes = 0
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def load(self, index: int):
+        return self.base.load(index)
+
+    def validated(self, index: int, num_classes: int | None = None) -> dict:
+        if index in self._kept:
+            return dict(self._kept[index])
+        sample = self.base.validated(index, num_classes)
+        sample = {k: sample[k] for k in self.keys}  # type: ignore[literal-required]
+        size = sum(v.nbytes for v in sample.values() if isinstance(v, torch.Tensor))
+        if self._bytes + size <= self.limit:
+            self._kept[index] = sample
+            self._bytes += size
+        return dict(sample)
+
+
 class AugmentedSplit(Dataset):
-    """Training samples of one epoch: a random crop to `size` and a random horizontal flip,
+    """Training samples of one epoch: resized by the run's input scale (and a random scale),
+    rotated by a random quarter turn where the run asks, a random crop to `size` and a random
+    horizontal flip,
     each sample with its own generator seeded from (seed, epoch, index), then normalisation.
     Only the image and the run's targets are kept. Every sample is checked against the
     sample contract first (labels within the run's classes), so a broken file stops the run
     with a DataError naming it."""
 
-    def __init__(self, base, size: tuple[int, int], tasks, seed: int, epoch: int):
+    def __init__(
+        self,
+        base,
+        size: tuple[int, int],
+        tasks,
+        seed: int,
+        epoch: int,
+        *,
+        input_scale: float = 1.0,
+        augmentation: Augmentation | None = None,
+    ):
         self.base, self.size, self.keys = base, tuple(size), ("image", *tasks)
         self.num_classes = tasks.get("semantic")
         self.seed, self.epoch = seed, epoch
+        self.input_scale = input_scale
+        self.augmentation = augmentation or Augmentation()
         self.normalize = Normalize()
 
     def __len__(self) -> int:
@@ -119,8 +174,14 @@ class AugmentedSplit(Dataset):
         )
         sample = self.base.validated(index, self.num_classes)
         sample = {k: sample[k] for k in self.keys}  # type: ignore[literal-required]
+        scale = RandomScale(self.augmentation.scales, self.input_scale, generator=generator)
+        sample = scale(sample)  # type: ignore[arg-type]
+        turns = [degrees // 90 for degrees in self.augmentation.rotations]
+        sample = RandomRotate90(turns, generator=generator)(sample)
         sample = RandomCrop(self.size, generator=generator)(sample)  # type: ignore[arg-type]
         sample = RandomHorizontalFlip(generator=generator)(sample)
+        if "boundary" in sample:  # images have 4 to 9 annotators (BSDS500): batch what agrees
+            sample["boundary"] = sample["boundary"].float().mean(0, keepdim=True)
         return self.normalize(sample)  # type: ignore[return-value]
 
 
@@ -310,10 +371,12 @@ def check_input_size(params: RunParams, dataset) -> None:
     an extra digit would exhaust memory before the first step: refused before anything runs."""
     height, width = (int(n) for n in dataset.load(0)["image"].shape[-2:])
     crop_h, crop_w = params.input_size
-    if crop_h * crop_w > MAX_CROP_TO_IMAGE * height * width:
+    scaled_area = height * width * params.input_scale**2
+    if crop_h * crop_w > MAX_CROP_TO_IMAGE * scaled_area:
         raise PagError(
             f"input_size {list(params.input_size)} is larger than the images of split "
-            f"'{params.train_split}' of '{params.dataset}' (its first is {height} x {width}); "
+            f"'{params.train_split}' of '{params.dataset}' (its first is {height} x {width}"
+            f"{'' if params.input_scale == 1 else f' before input_scale {params.input_scale}'}); "
             f"a training crop may be at most {MAX_CROP_TO_IMAGE} times an image's area"
         )
 
@@ -752,6 +815,7 @@ def _run_epochs(
     weights = {task: t.loss_weights.get(task, 1.0) for task in params.tasks}
     steps_per_epoch = len(dataset) // t.batch_size
     decision = decision_parameters(model)
+    samples = SampleCache(dataset, ("image", *params.tasks))
     while state.epoch < t.epochs:
         epoch = state.epoch
         temperature = t.temperature.at(epoch) if t.temperature is not None else None
@@ -761,7 +825,15 @@ def _run_epochs(
             epoch_batches(len(dataset), t.batch_size, params.seed, epoch), world
         )
         loader = DataLoader(
-            AugmentedSplit(dataset, params.input_size, params.tasks, params.seed, epoch),
+            AugmentedSplit(
+                samples,
+                params.input_size,
+                params.tasks,
+                params.seed,
+                epoch,
+                input_scale=params.input_scale,
+                augmentation=params.augmentation,
+            ),
             batch_sampler=batches[state.position :],
             num_workers=t.num_workers,
             collate_fn=collate_samples,

@@ -24,6 +24,7 @@ from pydantic import (
 from pag.errors import PagError
 from pag.models.model import METHODS, check_budget
 from pag.params import (  # noqa: F401  (TrainingParams, TemperatureSchedule: re-exported)
+    InputParams,
     ModelParams,
     Params,
     TemperatureSchedule,
@@ -37,9 +38,11 @@ from pag.yamlio import load_yaml
 # start and its resumption, and are left out of the params hash (a pipeline tracks the
 # contents of the files they name)
 LOCATION_KEYS = ("data_root", "init_from", "pretrained", "experiment")
+# keys added after runs were recorded (`RunParams.resolved`)
+OMITTED_AT_DEFAULT = ("input_scale", "augmentation", "model.boundary_head")
 
 
-class RunParams(Params):
+class RunParams(InputParams):
     """One training run. `init_from` paths are made absolute when validated."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
@@ -48,7 +51,6 @@ class RunParams(Params):
     )
     dataset: str
     data_root: str | None = Field(default=None, description="else --data-root, $PAG_DATA, data/")
-    train_split: str = "train"
     tasks: dict[str, int | None]
     input_size: tuple[int, int] = Field(description="(height, width) of training crops")
     model: ModelParams = ModelParams()
@@ -107,8 +109,19 @@ class RunParams(Params):
         return self
 
     def resolved(self) -> dict[str, Any]:
-        """Every key with its value, defaults included (what RUN_DIR/params.yaml holds)."""
-        return self.model_dump(mode="json")
+        """Every key with its value, defaults included (what RUN_DIR/params.yaml holds),
+        except the keys added since runs were first recorded when they hold their defaults:
+        a run that does not use them keeps the params and hash it had before they existed."""
+        data = self.model_dump(mode="json")
+        for path in OMITTED_AT_DEFAULT:
+            *parents, key = path.split(".")
+            owner, section = data, RunParams
+            for parent in parents:
+                owner = owner[parent]
+                section = section.model_fields[parent].annotation
+            if owner[key] == section.model_fields[key].default:
+                del owner[key]
+        return data
 
     def digest(self) -> str:
         """sha256 of the resolved params without the location keys: checkpoints record it."""
