@@ -14,7 +14,13 @@ annotator marked, plus smooth noise, quantised to k / 255 like the benchmark's P
 Dense: 16 distinct images (labels with 40 classes and ignore pixels, depth with holes,
 noisy normals with invalid pixels) cycled to 654; generating them is not timed.
 
+* real: a trained model's predictions on the real BSDS500 test images, scored against every
+  annotator (`--real-run RUN_DIR --data-root ../shared/data`): one model in at most 2 minutes
+  on 2 cores (issue 15), model and metric timed apart.
+
 Run: python benchmarks/metrics_speed.py [--images 200] [--workers 2] [--dense-images 654]
+     python benchmarks/metrics_speed.py --real-run runs/bsds500-cpu/dense-s0 \
+         --data-root ../shared/data --skip dense --skip boundary
 """
 
 from __future__ import annotations
@@ -88,29 +94,79 @@ def boundary_sample(
     return prob, gt
 
 
+def _cpu_seconds() -> float:
+    """CPU time of this process and its finished children (the metric's worker pool)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def _scored(probs, gts, workers: int, thresholds: int = 99) -> tuple[dict, float, float]:
+    """The boundary metrics of (probs, gts) with their wall and CPU seconds."""
+    acc = BoundaryAccumulator(thresholds=thresholds)
+    cpu0, wall0 = _cpu_seconds(), time.perf_counter()
+    acc.update(probs, gts, workers=workers)
+    result = acc.compute()
+    return result, time.perf_counter() - wall0, _cpu_seconds() - cpu0
+
+
+def measure_real(run_dir: str, data_root: str, split: str, images: int, workers: int) -> dict:
+    """A trained run's predictions on real BSDS500 images (as `pag evaluate` makes them:
+    at the run's input scale, resized back), scored against every annotator."""
+    import torch
+
+    from pag.data import get_dataset
+    from pag.data.transforms import Normalize
+    from pag.training.evaluate import (
+        _prediction_arrays,
+        at_image_size,
+        load_model,
+        load_run,
+        model_input,
+    )
+
+    params, final = load_run(run_dir)
+    torch.set_num_threads(workers)
+    model = load_model(params, final, torch.device("cpu"))
+    dataset = get_dataset(params.dataset, data_root, split=split)
+    count = min(images, len(dataset))
+    probs, gts = [], []
+    model_s = 0.0
+    for index in range(count):
+        sample = dataset[index]
+        start = time.perf_counter()
+        with torch.no_grad():
+            x = model_input(sample["image"], Normalize(), params.input_scale)
+            output = at_image_size(model(x), sample["image"].shape[-2:])
+        probs.append(_prediction_arrays(output["pred"])["boundary"])
+        model_s += time.perf_counter() - start
+        gts.append(sample["boundary"].numpy())
+    result, wall, cpu = _scored(probs, gts, workers)
+    return {
+        "measurement": "boundary, real predictions",
+        "run": str(run_dir),
+        "split": split,
+        "images": count,
+        "annotators": f"{min(len(g) for g in gts)}-{max(len(g) for g in gts)}",
+        "workers": workers,
+        "model_s": round(model_s, 1),
+        "metric_wall_s": round(wall, 1),
+        "metric_cpu_s": round(cpu, 1),
+        "total_s": round(model_s + wall, 1),
+        "goal_s": 120,
+        "foreground_at_0.5": round(float(np.mean([(p >= 0.5).mean() for p in probs])), 3),
+        "ods": round(result["ods"], 4),
+        "ois": round(result["ois"], 4),
+        "ap": round(result["ap"], 4),
+        "machine": machine(),
+    }
+
+
 def measure_boundary(images: int, workers: int, thresholds: int) -> dict:
     t0 = time.perf_counter()
     data = [boundary_sample(i) for i in range(images)]
     gen_s = time.perf_counter() - t0
-    acc = BoundaryAccumulator(thresholds=thresholds)
-    children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    self0 = resource.getrusage(resource.RUSAGE_SELF)
-    wall0 = time.perf_counter()
-    acc.update([p for p, _ in data], [g for _, g in data], workers=workers)
-    result = acc.compute()
-    wall = time.perf_counter() - wall0
-    children1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    self1 = resource.getrusage(resource.RUSAGE_SELF)
-    cpu = (
-        children1.ru_utime
-        + children1.ru_stime
-        - children0.ru_utime
-        - children0.ru_stime
-        + self1.ru_utime
-        + self1.ru_stime
-        - self0.ru_utime
-        - self0.ru_stime
-    )
+    result, wall, cpu = _scored([p for p, _ in data], [g for _, g in data], workers, thresholds)
     return {
         "measurement": "boundary",
         "images": images,
@@ -201,7 +257,13 @@ def main() -> None:
     parser.add_argument("--dense-images", type=int, default=654)
     parser.add_argument("--distinct", type=int, default=16, help="distinct dense images")
     parser.add_argument("--skip", choices=["boundary", "dense"], action="append", default=[])
+    parser.add_argument("--real-run", help="a trained bsds500 run directory to time")
+    parser.add_argument("--data-root", default=None, help="holding bsds500/ (real run)")
+    parser.add_argument("--split", default="test", help="real run: the split scored")
     args = parser.parse_args()
+    if args.real_run:
+        real = measure_real(args.real_run, args.data_root, args.split, args.images, args.workers)
+        print(json.dumps(real), flush=True)
     if "dense" not in args.skip:
         print(json.dumps(measure_dense(args.dense_images, args.distinct)), flush=True)
     if "boundary" not in args.skip:

@@ -11,7 +11,7 @@ from fixtures_real import make_bsds, write_bsds_mat
 from pag.data import collate_samples, get_dataset
 from pag.data.base import JoinedSplits
 from pag.data.sample import make_sample
-from pag.data.transforms import RandomRotate90, RandomScale, Resize, rescale
+from pag.data.transforms import Normalize, RandomRotate90, RandomScale, Resize, rescale
 from pag.errors import DataError
 from pag.models.losses import boundary_loss
 from pag.params import Augmentation, load_profile
@@ -29,7 +29,7 @@ def bsds_root(tmp_path):
 
 def test_a_downscaled_boundary_keeps_every_line_pixel_covered():
     boundary = torch.zeros(1, 8, 8, dtype=torch.uint8)
-    boundary[0, :, 3] = 1  # a vertical line at odd... column 3
+    boundary[0, :, 3] = 1  # a vertical line in column 3
     sample = make_sample("x", torch.zeros(8, 8, 3, dtype=torch.uint8).numpy(), boundary=boundary)
     half = Resize((4, 4))(sample)
     # column 3 falls in output column 1 (input columns 2-3): marked in every row, nowhere else
@@ -127,7 +127,7 @@ def test_the_sample_cache_returns_what_reading_returns(bsds_root):
 
 def test_predictions_come_back_at_the_image_size():
     image = torch.rand(3, 21, 31)
-    x = model_input(image, __import__("pag.data.transforms").data.transforms.Normalize(), 0.5)
+    x = model_input(image, Normalize(), 0.5)
     assert tuple(x.shape) == (1, 3, 10, 16)  # round(10.5) = 10, round(15.5) = 16
     normals = torch.randn(1, 3, 10, 16)
     output = {
@@ -189,7 +189,7 @@ def test_the_cpu_profile_passes_its_input_keys_to_every_run_and_tracks_them():
     profile = load_profile("params/bsds500-cpu.yaml")
     params = run_params(profile, "pag-0.5-s1")
     assert params["train_split"] == ["train", "val"]
-    assert params["input_scale"] == 0.5
+    assert params["input_scale"] == 1.0  # the pilot's choice; set, so tracked
     assert params["augmentation"]["rotations"] == [0, 90, 180, 270]
     plan = load_plan("bsds500-cpu")
     train = plan.job("train-pag-0.5-s1")

@@ -116,15 +116,11 @@ class SampleCache:
 
     def __init__(self, base, keys: tuple[str, ...], limit: int = SAMPLE_CACHE_BYTES):
         self.base, self.keys, self.limit = base, keys, limit
-        self.root = base.root
         self._kept: dict[int, dict] = {}
         self._bytes = 0
 
     def __len__(self) -> int:
         return len(self.base)
-
-    def load(self, index: int):
-        return self.base.load(index)
 
     def validated(self, index: int, num_classes: int | None = None) -> dict:
         if index in self._kept:
