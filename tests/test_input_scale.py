@@ -200,3 +200,12 @@ def test_the_cpu_profile_passes_its_input_keys_to_every_run_and_tracks_them():
 
 def test_augmentation_defaults_change_nothing():
     assert Augmentation().scales == [1.0] and Augmentation().rotations == [0]
+
+
+def test_resolved_params_keep_their_key_order():
+    """Checkpoints pickle the resolved params: their key order is part of a checkpoint's
+    bytes, and so of the digest a fine-tune records of its starting weights."""
+    params = validate_run_params(_run(input_scale=0.5), "run.yaml")
+    keys = list(params.resolved())
+    assert keys[:6] == ["name", "experiment", "dataset", "data_root", "train_split", "tasks"]
+    assert keys[-1] == "input_scale"

@@ -112,7 +112,10 @@ class RunParams(InputParams):
         """Every key with its value, defaults included (what RUN_DIR/params.yaml holds),
         except the keys added since runs were first recorded when they hold their defaults:
         a run that does not use them keeps the params and hash it had before they existed."""
-        data = self.model_dump(mode="json")
+        dumped = self.model_dump(mode="json")
+        # the key order params.yaml and checkpoints have always had (pickled dicts keep their
+        # order, so the inherited input keys first would change every checkpoint's bytes)
+        data = {key: dumped[key] for key in _RESOLVED_ORDER}
         for path in OMITTED_AT_DEFAULT:
             *parents, key = path.split(".")
             owner, section = data, RunParams
@@ -133,6 +136,16 @@ class RunParams(InputParams):
         from pag.models import build_model
 
         return build_model(self.method, self.budget, tasks=self.tasks, **self.model.build_kwargs())
+
+
+_OWN = [key for key in RunParams.model_fields if key not in InputParams.model_fields]
+_RESOLVED_ORDER = [
+    *_OWN[: _OWN.index("tasks")],
+    "train_split",
+    *_OWN[_OWN.index("tasks") :],
+    "input_scale",
+    "augmentation",
+]
 
 
 def _problems(exc: ValidationError) -> str:
