@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import bisect
 import hashlib
-import itertools
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -209,28 +208,25 @@ def get_dataset(
     return JoinedSplits(parts)  # type: ignore[return-value]
 
 
-class JoinedSplits(torch.utils.data.Dataset):
+class JoinedSplits(torch.utils.data.ConcatDataset):
     """Splits of one dataset read as one, in order: HED and RCF train on BSDS500's train and
-    val together. Offers what training reads of a split (`load`, `validated`, `root`)."""
+    val together. Adds to torch's ConcatDataset what training reads of a split (`load`,
+    `validated`, `root`)."""
 
     def __init__(self, parts: list[DenseDataset]):
         if not parts:
             raise PagError("JoinedSplits needs at least one split")
+        super().__init__(parts)
         first = parts[0]
-        self.parts = parts
         self.name, self.root, self.tasks = first.name, first.root, first.tasks
         self.num_classes = first.num_classes
         self.split = "+".join(part.split for part in parts)
-        self._ends = list(itertools.accumulate(len(part) for part in parts))
-
-    def __len__(self) -> int:
-        return self._ends[-1]
 
     def _locate(self, index: int) -> tuple[DenseDataset, int]:
         if not 0 <= index < len(self):
             raise IndexError(f"{self.name}/{self.split}: index {index} out of range")
-        part = bisect.bisect_right(self._ends, index)
-        return self.parts[part], index - (self._ends[part - 1] if part else 0)
+        part = bisect.bisect_right(self.cumulative_sizes, index)
+        return self.datasets[part], index - (self.cumulative_sizes[part - 1] if part else 0)
 
     def load(self, index: int) -> Sample:
         part, local = self._locate(index)
@@ -239,7 +235,3 @@ class JoinedSplits(torch.utils.data.Dataset):
     def validated(self, index: int, num_classes: int | None = None) -> Sample:
         part, local = self._locate(index)
         return part.validated(local, num_classes)
-
-    def __getitem__(self, index: int) -> Sample:
-        part, local = self._locate(index)
-        return part[local]

@@ -27,9 +27,9 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from pag.errors import PagError
-from pag.fileio import remove_temporaries, write_json_atomic
 from pag.pipeline import plan as layout
 from pag.pipeline.plan import Plan
+from pag.pipeline.trivial import write_floor
 
 # Gaussian standard deviation in pixels of the full-resolution image, chosen on the first 25
 # val images (docs/decisions.md, "Classical floor")
@@ -208,11 +208,4 @@ def classical_metrics(plan: Plan, workers: int = 1) -> dict[str, Any]:
 
 
 def write_classical(plan: Plan, root: Path = Path("."), workers: int = 1) -> Path:
-    from pag.training.evaluate import json_safe
-
-    path = root / layout.results_dir(plan.profile) / "classical.json"
-    metrics = json_safe(classical_metrics(plan, workers))  # first: a failure leaves no folder
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_temporaries(path)  # what a `pag classical` killed while writing left
-    write_json_atomic(path, metrics)
-    return path
+    return write_floor(plan, "classical.json", lambda p: classical_metrics(p, workers), root)

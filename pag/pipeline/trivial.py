@@ -98,11 +98,18 @@ def trivial_metrics(plan: Plan) -> dict[str, Any]:
 
 
 def write_trivial(plan: Plan, root: Path = Path(".")) -> Path:
+    return write_floor(plan, "trivial.json", trivial_metrics, root)
+
+
+def write_floor(plan: Plan, name: str, metrics_of, root: Path = Path(".")) -> Path:
+    """`metrics_of(plan)` as `results/<profile>/<name>`, computed before anything is written
+    (a failure leaves no folder behind), written atomically after removing what a killed
+    writer left. The floors' one writer: trivial predictors and classical detectors."""
     from pag.training.evaluate import json_safe
 
-    path = root / layout.results_dir(plan.profile) / "trivial.json"
-    metrics = json_safe(trivial_metrics(plan))  # first: a failure must leave no folder behind
+    path = root / layout.results_dir(plan.profile) / name
+    metrics = json_safe(metrics_of(plan))
     path.parent.mkdir(parents=True, exist_ok=True)
-    remove_temporaries(path)  # what a `pag trivial` killed while writing left
+    remove_temporaries(path)
     write_json_atomic(path, metrics)
     return path
