@@ -22,18 +22,22 @@ from pydantic import (
 )
 
 from pag.errors import PagError
-from pag.models.model import METHODS, check_budget
+from pag.methods import registry
 from pag.yamlio import load_yaml
 
 TASK_NAMES = ("semantic", "boundary", "depth", "normals")
 
 
-def known_dataset(name: str) -> str:
-    """A registered dataset name (for pydantic validators of profiles and run params)."""
-    from pag.data import dataset_names
+# the datasets `pag.data` registers, named here so that validating params (what the plan does
+# for every pipeline job) does not import the data package and torch; registering a dataset
+# not named here is an error
+DATASET_NAMES = ("bsds500", "cityscapes", "nyuv2", "stanford2d3d", "synthetic")
 
-    if name not in dataset_names():
-        raise ValueError(f"unknown dataset {name!r}; expected one of {dataset_names()}")
+
+def known_dataset(name: str) -> str:
+    """A dataset name (for pydantic validators of profiles and run params)."""
+    if name not in DATASET_NAMES:
+        raise ValueError(f"unknown dataset {name!r}; expected one of {list(DATASET_NAMES)}")
     return name
 
 
@@ -146,6 +150,35 @@ class ModelParams(Params):
 
     def build_kwargs(self) -> dict:
         return self.model_dump()
+
+    def block_count(self) -> int:
+        """Residual blocks of the trunk (`pag.models.resnet` builds from the same table)."""
+        return sum(RESNET_STAGE_BLOCKS[self.depth])
+
+
+# residual blocks per stage of each ResNet depth (torch-free: profiles are validated where
+# torch is not imported)
+RESNET_STAGE_BLOCKS = {
+    18: (2, 2, 2, 2),
+    26: (2, 2, 2, 2),
+    34: (3, 4, 6, 3),
+    50: (3, 4, 6, 3),
+    101: (3, 4, 23, 3),
+}
+
+
+def check_method(method: str, budget: Any, model: ModelParams) -> float | int | None:
+    """The one check of a method, its budget and the model it is built on, for profiles and
+    run files alike: the validated budget, or a ValueError naming what is wrong."""
+    try:
+        spec = registry.get(method)
+        budget = spec.check_budget(budget, model.block_count())
+    except PagError as exc:
+        raise ValueError(str(exc)) from None
+    refusal = spec.check_model(model) if spec.check_model is not None else None
+    if refusal is not None:
+        raise ValueError(refusal)
+    return budget
 
 
 class TemperatureSchedule(Params):
@@ -319,12 +352,10 @@ class Variant(Params):
 
     @field_validator("method")
     @classmethod
-    def _dynamic_method(cls, method: str) -> str:
-        if method not in METHODS or method == "dense":
-            raise ValueError(
-                f"a variant's method must be one of {[m for m in METHODS if m != 'dense']}, "
-                f"got {method!r}"
-            )
+    def _fine_tuned_method(cls, method: str) -> str:
+        fine_tuned = [m.name for m in registry.methods() if not m.from_scratch]
+        if method not in fine_tuned:
+            raise ValueError(f"a variant's method must be one of {fine_tuned}, got {method!r}")
         return method
 
     @field_validator("model")
@@ -390,10 +421,11 @@ class Profile(InputParams):
     @classmethod
     def _variant_names(cls, variants: dict) -> dict:
         for name in variants:
-            if name in METHODS or not name.replace("_", "").isalnum() or not name.islower():
+            taken = registry.names()
+            if name in taken or not name.replace("_", "").isalnum() or not name.islower():
                 raise ValueError(
                     f"variant name {name!r} must be lower-case letters, digits and '_', and "
-                    f"not a method's name ({list(METHODS)})"
+                    f"not a method's name ({taken})"
                 )
         return variants
 
@@ -401,10 +433,10 @@ class Profile(InputParams):
     @classmethod
     def _known_methods(cls, methods: dict, info: ValidationInfo) -> dict:
         variants = info.data.get("variants") or {}
-        unknown = sorted(set(methods) - set(METHODS) - set(variants))
+        unknown = sorted(set(methods) - set(registry.names()) - set(variants))
         if unknown:
             raise ValueError(
-                f"unknown method(s) {unknown}; expected some of {list(METHODS)}"
+                f"unknown method(s) {unknown}; expected some of {registry.names()}"
                 + (f" or the profile's variants {list(variants)}" if variants else "")
             )
         if not methods:
@@ -416,9 +448,11 @@ class Profile(InputParams):
                 )
             if len(set(budgets)) != len(budgets):
                 raise ValueError(f"{method}: budgets repeat ({budgets})")
-        if methods.get("dense") != [None]:
+        baseline = registry.baseline().name
+        if methods.get(baseline) != [None]:
             raise ValueError(
-                "dense: [null] is required: the dense baseline is what every method fine-tunes"
+                f"{baseline}: [null] is required: the dense baseline is what every method "
+                "fine-tunes"
             )
         return methods
 
@@ -440,20 +474,17 @@ class Profile(InputParams):
 
     @model_validator(mode="after")
     def _consistent(self) -> Profile:
-        from pag.models.resnet import _DEPTHS
-
-        blocks = sum(_DEPTHS[self.model.depth][1])
-        for method, budgets in self.methods.items():
-            for budget in budgets:
-                try:
-                    check_budget(self.base_method(method), budget, blocks)
-                except PagError as exc:
-                    raise ValueError(f"methods.{method}: {exc}") from None
         for name in self.variants:
             try:
                 self.model_of(name)
             except ValidationError as exc:
                 raise ValueError(f"variants.{name}.model: {_problems(exc)}") from None
+        for method, budgets in self.methods.items():
+            for budget in budgets:
+                try:
+                    check_method(self.base_method(method), budget, self.model_of(method))
+                except ValueError as exc:
+                    raise ValueError(f"methods.{method}: {exc}") from None
         if self.evaluation.classical and "boundary" not in self.tasks:
             raise ValueError(
                 "evaluation.classical: the classical edge detectors are scored on the boundary "
@@ -474,34 +505,24 @@ class Profile(InputParams):
                 "pretrained: torchvision's ImageNet weights exist for ResNet-18/34/50/101 at "
                 f"width 1, not ResNet-{self.model.depth} at width {self.model.width_multiplier}"
             )
-        for method in self.methods:
-            model = self.model_of(method)
-            if (
-                self.base_method(method) == "truncation"
-                and model.boundary_head == "side_outputs"
-                and model.truncation_mode == "rebuild_heads"
-            ):
-                raise ValueError(
-                    f"methods.{method}: truncation_mode 'rebuild_heads' removes stages the "
-                    "side-output boundary head reads; use truncation_mode 'shortcut'"
-                )
+        baseline = registry.baseline().name
         for method in self.method_seeds:
             if method not in self.methods:
                 raise ValueError(
                     f"method_seeds.{method}: not a method of this profile ({list(self.methods)})"
                 )
-            if method != "dense":
-                orphans = sorted(set(self.seeds_of(method)) - set(self.seeds_of("dense")))
+            if method != baseline:
+                orphans = sorted(set(self.seeds_of(method)) - set(self.seeds_of(baseline)))
                 if orphans:
                     raise ValueError(
-                        f"method_seeds.{method}: seeds {orphans} have no dense run to fine-tune "
-                        f"from (dense runs seeds {self.seeds_of('dense')})"
+                        f"method_seeds.{method}: seeds {orphans} have no {baseline} run to "
+                        f"fine-tune from ({baseline} runs seeds {self.seeds_of(baseline)})"
                     )
         for method in self.method_training:
-            if method not in self.methods or method == "dense":
+            if method not in self.methods or method == baseline:
                 raise ValueError(
                     f"method_training.{method}: not a fine-tuned method of this profile "
-                    f"(its methods: {[m for m in self.methods if m != 'dense']})"
+                    f"(its methods: {[m for m in self.methods if m != baseline]})"
                 )
             try:
                 self.training_of(method)
@@ -527,7 +548,7 @@ class Profile(InputParams):
         """The schedule a method trains with: `baseline` for dense, else `finetune` with the
         method's `method_training` keys replacing its own (a variant: its method's, then its
         own; a nested key such as `temperature.minimum` replaces only itself)."""
-        if method == "dense":
+        if registry.get(self.base_method(method)).from_scratch:
             return self.baseline
         base = self.base_method(method)
         inherited = self.method_training.get(base, {}) if base != method else {}

@@ -16,7 +16,8 @@ from torch import nn
 from pag import flops
 from pag.errors import PagError
 from pag.flops import dense_macs, effective_macs, macs_breakdown, measure_macs, to_flops
-from pag.models import METHODS, build_model, gating
+from pag.methods import registry
+from pag.models import build_model, gating
 from pag.models.resnet import BasicBlock, Bottleneck, conv1x1
 
 
@@ -389,7 +390,7 @@ def dense_of(report, names):
     return sum(report.modules[n].dense for n in names)
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", registry.names())
 def test_every_method_is_exact_and_within_its_dense_forward(method):
     kwargs = {"depth": 50, "output_stride": 8, "tasks": {"semantic": 3, "depth": None}}
     torch.manual_seed(0)

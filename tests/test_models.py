@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from pag.errors import PagError
-from pag.models import METHODS, build_model, load_dense_weights, resnet26, resnet50
+from pag.methods import registry
+from pag.models import build_model, load_dense_weights, resnet26, resnet50
 from pag.models.gating import (
     gumbel_softmax,
     input_mask,
@@ -326,7 +327,7 @@ def test_every_variant_round_trips_through_save_and_load():
             assert torch.equal(out["pred"][task], value), f"{method}/{task}"
         if "ponder" in ref["aux"]:
             assert torch.equal(out["aux"]["ponder"], ref["aux"]["ponder"]), method
-    assert set(BUDGET) <= set(METHODS)
+    assert set(BUDGET) <= set(registry.names())
 
 
 def test_models_copy_after_a_training_forward():

@@ -321,7 +321,7 @@ def test_forced_masks_on_both_paths(mode):
 )
 def test_a_model_without_gates_is_refused(method, budget):
     with pytest.raises(
-        PagError, match=f"method '{method}' has no gates.*pag, mp_pag, layer_skip, sact"
+        PagError, match=f"method '{method}' has no gates.*mp_pag, pag, layer_skip, sact"
     ):
         SparseExecutor(small(method, budget))
 

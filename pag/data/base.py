@@ -15,6 +15,7 @@ import torch.utils.data
 from pag.data.sample import IGNORE_INDEX, Sample, validate_sample
 from pag.errors import DataError, PagError
 from pag.fileio import file_digest
+from pag.params import DATASET_NAMES
 from pag.paths import dataset_dir
 
 Transform = Callable[[Sample], Sample]
@@ -176,6 +177,11 @@ def register(cls: type[DenseDataset]) -> type[DenseDataset]:
     """Class decorator: make a dataset reachable by `get_dataset(cls.name, ...)`."""
     if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
         raise ValueError(f"dataset name '{cls.name}' registered twice")
+    if cls.name not in DATASET_NAMES:
+        raise ValueError(
+            f"dataset {cls.name!r} is not in pag.params.DATASET_NAMES, which params are "
+            "validated against; add it there"
+        )
     _REGISTRY[cls.name] = cls
     return cls
 

@@ -1,22 +1,16 @@
 """Models: ResNet trunks with torchvision names, PAG, MP-PAG and the baselines."""
 
 from pag.models.model import (
-    BUDGETS,
-    METHODS,
     DensePredictionModel,
     build_model,
-    check_budget,
     load_dense_weights,
 )
 from pag.models.resnet import ResNet, resnet, resnet18, resnet26, resnet50, resnet101
 
 __all__ = [
-    "BUDGETS",
-    "METHODS",
     "DensePredictionModel",
     "ResNet",
     "build_model",
-    "check_budget",
     "load_dense_weights",
     "resnet",
     "resnet18",

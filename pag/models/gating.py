@@ -26,12 +26,13 @@ from torch import Tensor, nn
 
 from pag.errors import PagError
 from pag.flops import measuring, uncounted
+from pag.methods import registry
 
 GATE_MODES = ("conv3x3", "residual")
 # how a gate decides outside training (`gate_rule`): the paper's noiseless hard argmax, every
 # position computing, the noiseless soft probability (a continuous mix), or one hard
 # Gumbel-max sample (a Bernoulli draw at the gate's probability)
-GATE_RULES = ("hard", "open", "expected", "sample")
+GATE_RULES = registry.GATE_RULES
 # what the budget loss reads: the (relaxed or straight-through) training samples, as the
 # authors' code; the noiseless gate probabilities; or the decisions evaluation takes (the hard
 # argmax of the probabilities), with the probabilities' gradient (straight-through)

@@ -9,32 +9,17 @@ fine-tune). Each method has one budget knob, validated against its range.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
 from pag.errors import PagError
+from pag.methods import registry
 from pag.models import gating
 from pag.models.heads import SideOutputHead, TaskHead, finish_prediction, head_channels
 from pag.models.resnet import ResNet, resnet
 
-METHODS = (
-    "dense",
-    "dense_ft",
-    "random_gate",
-    "pag",
-    "mp_pag",
-    "multipool_avg",
-    "truncation",
-    "layer_skip",
-    "sact",
-)
-# methods with learned or drawn gates, which an evaluation rule (`pag.models.gating.gate_rule`)
-# applies to
-GATE_RULE_METHODS = ("pag", "random_gate", "layer_skip")
 # the boundary task's head: on the trunk's last stage like every task, or HED's side outputs
 BOUNDARY_HEADS = ("last_stage", "side_outputs")
 
@@ -46,64 +31,6 @@ def block_out_channels(block: nn.Module) -> int:
 def side_channels(trunk: ResNet) -> list[int]:
     """Channels of the maps a side-output head reads: the stem's, then each stage's output."""
     return [trunk.conv1.out_channels, *(block_out_channels(stage[-1]) for stage in trunk.stages())]
-
-
-@dataclass(frozen=True)
-class Budget:
-    """A method's compute knob: what it means and its allowed range."""
-
-    meaning: str
-    low: float | None = None
-    high: float | None = None
-    integer: bool = False
-    low_open: bool = False
-
-
-BUDGETS: dict[str, Budget | None] = {
-    "dense": None,
-    "dense_ft": None,
-    "random_gate": Budget(
-        "fraction of pixels computing in each gated block, drawn at random",
-        0.0,
-        1.0,
-        low_open=True,
-    ),
-    "pag": Budget(
-        "target fraction of pixels computing in each gated block", 0.0, 1.0, low_open=True
-    ),
-    "mp_pag": None,
-    "multipool_avg": None,
-    "truncation": Budget(
-        "number of residual blocks kept, counted from the first", 1, None, integer=True
-    ),
-    "layer_skip": Budget("target fraction of images executing each block", 0.0, 1.0, low_open=True),
-    "sact": Budget("ponder-cost weight tau", 0.0, None),
-}
-
-
-def check_budget(method: str, budget, total_blocks: int):
-    """The validated budget for `method`, or a PagError saying what is allowed."""
-    if method not in METHODS:
-        raise PagError(f"unknown method {method!r}; expected one of {list(METHODS)}")
-    spec = BUDGETS[method]
-    if spec is None:
-        if budget is not None:
-            raise PagError(f"method {method!r} has no budget knob; got budget={budget!r}")
-        return None
-    high = total_blocks if method == "truncation" else spec.high
-    opening = "(" if spec.low_open else "["
-    allowed = f"{spec.meaning}, {opening}{spec.low}, {'inf' if high is None else high}]"
-    numeric = isinstance(budget, int | float) and not isinstance(budget, bool)
-    if not numeric or not math.isfinite(budget):
-        raise PagError(
-            f"method {method!r} needs a finite numeric budget: {allowed}; got {budget!r}"
-        )
-    if spec.integer and int(budget) != budget:
-        raise PagError(f"method {method!r} needs an integer budget: {allowed}; got {budget!r}")
-    too_low = budget <= spec.low if spec.low_open else budget < spec.low
-    if too_low or (high is not None and budget > high):
-        raise PagError(f"budget {budget!r} outside the range for {method!r}: {allowed}")
-    return int(budget) if spec.integer else float(budget)
 
 
 class DensePredictionModel(nn.Module):
@@ -135,7 +62,7 @@ class DensePredictionModel(nn.Module):
         self.heads = nn.ModuleDict(heads)
         self.tasks = dict(tasks)
         self.head_hidden = head_hidden
-        self.method = "dense"
+        self.method = registry.baseline().name  # as built; `build_model` applies a method
         self.budget = None
         self.dropped_blocks: list[str] = []  # truncation: blocks whose dense weights are unused
         self.rebuilt_heads = False  # truncation: heads re-created for fewer channels
@@ -297,7 +224,7 @@ def apply_truncation(model: DensePredictionModel, kept: int, mode: str = "rebuil
 
 
 def build_model(
-    method: str = "dense",
+    method: str | None = None,
     budget: float | int | None = None,
     *,
     tasks: dict[str, int | None],
@@ -316,38 +243,27 @@ def build_model(
     dilations: tuple[int, ...] = (2, 4, 6, 8, 10),
     boundary_head: str = "last_stage",
 ) -> DensePredictionModel:
-    """Build `method` at `budget` on a ResNet trunk with heads for `tasks` ({task: classes})."""
+    """Build `method` (a name of `pag.methods`) at `budget` on a ResNet trunk with heads for
+    `tasks` ({task: classes})."""
+    spec = registry.baseline() if method is None else registry.get(method)
     trunk = resnet(depth, width_multiplier=width_multiplier, output_stride=output_stride)
     model = DensePredictionModel(trunk, tasks, head_hidden, boundary_head)
-    budget = check_budget(method, budget, len(model.blocks()))
-    if method == "pag":
-        apply_pag(
+    budget = spec.check_budget(budget, len(model.blocks()))
+    if spec.apply is not None:
+        spec.apply(
             model,
             budget,
-            mode=gate_mode,
-            blocks=gate_blocks,
-            hard=hard_gates,
-            scope=sparsity_scope,
-            bias=gate_bias,
+            gate_mode=gate_mode,
+            gate_blocks=gate_blocks,
+            hard_gates=hard_gates,
+            gate_bias=gate_bias,
             budget_source=budget_source,
+            sparsity_scope=sparsity_scope,
+            truncation_mode=truncation_mode,
+            multipool_block=multipool_block,
+            dilations=dilations,
         )
-    elif method == "random_gate":
-        apply_random_gate(model, budget, mode=gate_mode, blocks=gate_blocks)
-    elif method in ("mp_pag", "multipool_avg"):
-        from pag.models.multipool import apply_multipool
-
-        apply_multipool(model, multipool_block, dilations, average=method == "multipool_avg")
-    elif method == "truncation":
-        apply_truncation(model, budget, truncation_mode)
-    elif method == "layer_skip":
-        from pag.models.layer_skip import apply_layer_skip
-
-        apply_layer_skip(model, budget, budget_source)
-    elif method == "sact":
-        from pag.models.sact import apply_sact
-
-        apply_sact(model, budget)
-    model.method, model.budget = method, budget
+    model.method, model.budget = spec.name, budget
     return model
 
 

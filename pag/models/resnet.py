@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 
 from pag.errors import PagError
+from pag.params import RESNET_STAGE_BLOCKS
 
 
 def conv3x3(in_planes: int, out_planes: int, stride: int = 1, dilation: int = 1) -> nn.Conv2d:
@@ -126,11 +127,8 @@ class Bottleneck(ResidualBlock):
 
 
 _DEPTHS = {
-    18: (BasicBlock, (2, 2, 2, 2)),
-    26: (Bottleneck, (2, 2, 2, 2)),
-    34: (BasicBlock, (3, 4, 6, 3)),
-    50: (Bottleneck, (3, 4, 6, 3)),
-    101: (Bottleneck, (3, 4, 23, 3)),
+    depth: (BasicBlock if depth in (18, 34) else Bottleneck, blocks)
+    for depth, blocks in RESNET_STAGE_BLOCKS.items()
 }
 _DILATE = {32: (False, False, False), 16: (False, False, True), 8: (False, True, True)}
 

@@ -33,13 +33,11 @@ from pathlib import Path
 from typing import Any
 
 from pag.errors import PagError
-from pag.models.model import GATE_RULE_METHODS
+from pag.methods import registry
 from pag.params import EvaluationParams, Profile, load_profile
+from pag.pipeline.report_outputs import planned_files
 
 PROFILES_DIR = "params"
-# a random gate draws its positions whatever the rule, except "open" (every gate computing):
-# the other rules would score the same draws again
-RULES_OF_RANDOM_GATES = ("open",)
 DEFAULT_PROFILE = "synthetic"
 
 
@@ -57,7 +55,8 @@ class Run:
 
     @property
     def is_baseline(self) -> bool:
-        return self.method == "dense"
+        """Trained from scratch; every other run fine-tunes its seed's baseline."""
+        return self.method == registry.baseline().name
 
 
 def format_budget(budget: float | int | None) -> str:
@@ -173,8 +172,6 @@ def weights_path(profile: Profile) -> str | None:
 
 def report_files(profile: Profile) -> list[str]:
     """The files `pag report` writes for the profile's methods and tasks."""
-    from pag.report.outputs import planned_files
-
     return planned_files(tuple(profile.methods), tuple(profile.tasks))
 
 
@@ -186,9 +183,10 @@ SUMMARY_FILES = ("summary.csv", "metrics.json", "curves.csv")
 
 def sweep(profile: Profile) -> list[Run]:
     """Every run: the dense baseline per seed first, then each method's budgets per seed."""
-    runs = [Run("dense", None, seed) for seed in profile.seeds_of("dense")]
+    baseline = registry.baseline().name
+    runs = [Run(baseline, None, seed) for seed in profile.seeds_of(baseline)]
     for method, budget in profile.runs():
-        if method != "dense":
+        if method != baseline:
             runs.extend(Run(method, budget, seed) for seed in profile.seeds_of(method))
     return runs
 
@@ -201,18 +199,10 @@ _RUN_KEYS += ("resources.gpus",)
 _INPUT_KEYS = ("train_split", "input_scale", "augmentation")
 _SET_ONLY_MODEL_KEYS = ("boundary_head",)
 _TRUNK_KEYS = ("depth", "width_multiplier", "output_stride", "head_hidden", "boundary_head")
-_METHOD_MODEL_KEYS = {
-    "pag": ("gate_mode", "sparsity_scope", "hard_gates", "gate_bias", "budget_source"),
-    "random_gate": ("gate_mode",),
-    "truncation": ("truncation_mode",),
-    "layer_skip": ("budget_source",),
-    "mp_pag": ("multipool_block", "dilations"),
-    "multipool_avg": ("multipool_block", "dilations"),
-}
 
 
 def model_keys(method: str) -> tuple[str, ...]:
-    return _TRUNK_KEYS + _METHOD_MODEL_KEYS.get(method, ())
+    return _TRUNK_KEYS + registry.get(method).model_keys
 
 
 def run_params(profile: Profile, run: Run | str, *, init_from: str | None = None) -> dict:
@@ -298,7 +288,7 @@ def _train_job(profile: Profile, profile_file: str, run: Run, weights: str | Non
             deps.append(weights)
     else:
         section = "finetune"
-        dense = final_checkpoint(profile, run_name("dense", None, run.seed))
+        dense = final_checkpoint(profile, run_name(registry.baseline().name, None, run.seed))
         deps.append(dense)
         init = f" --init-from {dense}"
     r = profile.resources
@@ -336,9 +326,9 @@ def evaluation_settings(profile: Profile, run: Run) -> dict[str, Any]:
     """How a run of the profile is evaluated: its split, the rule its gates decide by, and the
     extra rules scored beside it (only models with learned gates have rules)."""
     e = profile.evaluation
-    method = profile.base_method(run.method)
-    gated = method in GATE_RULE_METHODS
-    rules = [r for r in e.gate_rules if method != "random_gate" or r in RULES_OF_RANDOM_GATES]
+    method = registry.get(profile.base_method(run.method))
+    gated = method.gated
+    rules = [rule for rule in e.gate_rules if rule in method.gate_rules]
     return {
         "split": e.split,
         "gate_rule": e.gate_rule if gated else "hard",

@@ -33,10 +33,15 @@ from typing import Any
 from pag.errors import PagError
 from pag.fileio import atomic_write, read_json, remove_temporaries, write_json_atomic
 from pag.locking import locked
+from pag.methods import registry
 from pag.pipeline import plan as layout
 from pag.pipeline.plan import Plan, Run, evaluation_settings, run_params
-from pag.training.provenance import comparable_params
-from pag.training.run_params import RunParams, differing_keys, validate_run_params
+from pag.training.run_params import (
+    RunParams,
+    comparable_params,
+    differing_keys,
+    validate_run_params,
+)
 
 SUMMARY_COLUMNS = (
     "run",
@@ -272,7 +277,8 @@ def write_csv(path: Path, columns: tuple[str, ...] | list[str], rows: list[dict]
 
 def baseline_macs(rows: list[dict[str, Any]]) -> float:
     """Mean effective MACs per image of the dense baseline's runs (100 %)."""
-    per_run = {row["run"]: row["effective_macs"] for row in rows if row["method"] == "dense"}
+    dense = registry.baseline().name
+    per_run = {row["run"]: row["effective_macs"] for row in rows if row["method"] == dense}
     if not per_run:
         raise PagError("no dense baseline run in the summary: MACs % cannot be computed")
     return sum(per_run.values()) / len(per_run)

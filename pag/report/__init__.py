@@ -20,13 +20,11 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from pag.report.groups import METHODS
-from pag.report.outputs import Output, outputs_for, planned_files
+from pag.pipeline.report_outputs import Output, outputs_for, planned_files
 
 __all__ = [
     "COLUMNS",
     "HEADLINE",
-    "METHODS",
     "Output",
     "ReportInputs",
     "ReportResult",
@@ -37,13 +35,12 @@ __all__ = [
     "planned_files",
 ]
 
-# imported on first use: the plan, which every pipeline job loads, needs only `planned_files`,
-# and drawing needs matplotlib and pandas
+# imported on first use: drawing needs matplotlib and pandas
 _LAZY = {
     "make_report": "pag.report.make",
     "ReportResult": "pag.report.make",
-    "FIGURE_FORMATS": "pag.report.outputs",
-    "TABLE_FORMATS": "pag.report.outputs",
+    "FIGURE_FORMATS": "pag.pipeline.report_outputs",
+    "TABLE_FORMATS": "pag.pipeline.report_outputs",
     "COLUMNS": "pag.report.results",
     "HEADLINE": "pag.report.results",
     "MissingInput": "pag.report.results",

@@ -12,7 +12,14 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from pag.report.results import MissingInput, ReportData
-from pag.report.style import DYNAMIC, FIGURE_WIDTH_IN, STYLE, method_label, new_figure, paper_style
+from pag.report.style import (
+    FIGURE_WIDTH_IN,
+    dynamic_methods,
+    method_label,
+    new_figure,
+    paper_style,
+    style_of,
+)
 
 
 def _activity(data: ReportData, method: str) -> list[tuple[str, dict[str, float]]]:
@@ -34,7 +41,7 @@ def _activity(data: ReportData, method: str) -> list[tuple[str, dict[str, float]
 
 
 def layer_activity(data: ReportData) -> Figure:
-    methods = [m for m in DYNAMIC if m in data.methods]
+    methods = [m for m in dynamic_methods() if m in data.methods]
     if not methods:
         raise MissingInput("layer_activity: no PAG, layer-skip or SACT runs in the summary")
     curves = {method: _activity(data, method) for method in methods}
@@ -42,7 +49,7 @@ def layer_activity(data: ReportData) -> Figure:
         fig = new_figure(FIGURE_WIDTH_IN, 3.4)
         axes = fig.subplots(1, len(methods), squeeze=False, sharey=True)[0]
         for ax, method in zip(axes, methods, strict=True):
-            _, color, marker, linestyle = STYLE[method]
+            _, color, marker, linestyle = style_of(method)
             entries = curves[method]
             for k, (label, means) in enumerate(entries):
                 shade = 1.0 - 0.55 * k / max(1, len(entries) - 1)  # lighter: less compute
@@ -61,7 +68,7 @@ def layer_activity(data: ReportData) -> Figure:
             blocks = list(entries[0][1])
             ax.set_xticks(np.arange(len(blocks)), blocks, rotation=90)
             ax.set_ylim(-0.03, 1.03)
-            ax.set_title(STYLE[method][0])
+            ax.set_title(style_of(method).label)
             ax.set_xlabel("block")
         axes[0].set_ylabel("fraction of positions computed")
         # one shared legend below the panels (inside, it would hide the lines it explains);

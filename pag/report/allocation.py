@@ -15,14 +15,14 @@ from matplotlib.figure import Figure
 from pag.pipeline.summary import COMPUTE_TASK
 from pag.report.results import MissingInput, ReportData, sample_sd
 from pag.report.style import (
-    DYNAMIC,
     FIGURE_WIDTH_IN,
-    METHODS,
-    STYLE,
+    dynamic_methods,
     legend_handle,
+    legend_order,
     method_label,
     new_figure,
     paper_style,
+    style_of,
 )
 from pag.report.table import Table
 
@@ -31,7 +31,7 @@ _STAT = "mean ± sample s.d. over seeds (ddof=1; ± — with one seed)"
 
 def allocation_points(df: pd.DataFrame) -> pd.DataFrame:
     """Per dynamic (method, budget): MACs %, and near, far and ratio as mean and s.d."""
-    rows = df[(df["task"] == COMPUTE_TASK) & df["method"].isin(DYNAMIC)]
+    rows = df[(df["task"] == COMPUTE_TASK) & df["method"].isin(dynamic_methods())]
     if not (rows["metric"] == "allocation_ratio").any():
         raise MissingInput("no compute_allocation in the summary (no dynamic method evaluated)")
     records = []
@@ -45,7 +45,7 @@ def allocation_points(df: pd.DataFrame) -> pd.DataFrame:
             record[f"{metric}_sd"] = sample_sd(values)
         records.append(record)
     out = pd.DataFrame(records)
-    out["order"] = out["method"].map(METHODS.index)
+    out["order"] = out["method"].map(legend_order().index)
     return out.sort_values(["order", "macs_pct"], ascending=[True, False]).drop(columns="order")
 
 
@@ -58,7 +58,7 @@ def allocation_table(data: ReportData) -> Table:
     header = ["method", "budget", "seeds", "MACs % of dense", "near boundary", "away", "ratio"]
     rows = [
         [
-            STYLE[p.method][0],
+            style_of(p.method).label,
             f"{p.budget:g}",
             str(p.seeds),
             f"{p.macs_pct:.1f}",
@@ -81,14 +81,14 @@ def allocation_table(data: ReportData) -> Table:
 def allocation_figure(data: ReportData) -> Figure:
     """Near/away ratio against MACs %, one line per dynamic method, the 1.0 reference."""
     points = allocation_points(data.df)
-    methods = [m for m in DYNAMIC if (points["method"] == m).any()]
+    methods = [m for m in dynamic_methods() if (points["method"] == m).any()]
     with paper_style():
         fig = new_figure(FIGURE_WIDTH_IN / 2, 2.8)
         ax = fig.subplots()
         ax.axhline(1.0, color="#555555", lw=0.8, ls="--")
         for method in methods:
             mine = points[points["method"] == method].sort_values("macs_pct")
-            _, color, marker, linestyle = STYLE[method]
+            _, color, marker, linestyle = style_of(method)
             sd = mine["allocation_ratio_sd"].fillna(0.0).to_numpy()
             x, y = mine["macs_pct"].to_numpy(), mine["allocation_ratio"].to_numpy()
             ax.errorbar(x, y, yerr=sd, fmt="none", ecolor=color, elinewidth=0.8)

@@ -17,16 +17,16 @@ from matplotlib.figure import Figure
 from pag.report.results import SPREAD, ReportData, curve_points, headline_panels
 from pag.report.style import (
     FIGURE_WIDTH_IN,
-    METHODS,
-    REFERENCE,
-    STYLE,
-    SWEPT,
     TASK_LABELS,
+    is_swept,
     legend_handle,
+    legend_order,
     marker_area,
     metric_label,
     new_figure,
     paper_style,
+    reference_method,
+    style_of,
 )
 
 ERROR_BARS = (
@@ -58,10 +58,10 @@ def accuracy_vs_compute(data: ReportData) -> Figure:
             ax.set_xlabel(
                 "MACs (% of own dense arch.)" if rows["own_dense"].any() else "MACs (% of dense)"
             )
-        methods = [method for method in METHODS if method in set(df["method"])]
+        methods = [method for method in legend_order() if method in set(df["method"])]
         fig.legend(
             handles=[legend_handle(method) for method in methods],
-            labels=[STYLE[method][0] for method in methods],
+            labels=[style_of(method).label for method in methods],
             loc="outside lower center",
             ncols=min(len(methods), 4),
             title=ERROR_BARS,
@@ -76,14 +76,15 @@ def _plot_panel(ax: Axes, rows: pd.DataFrame, *, title: str, ylabel: str) -> Non
     """Swept methods as one line each (mean per budget, ordered by MACs), the others as single
     markers; error bars are the sample s.d. over seeds. Methods without this metric are skipped."""
     stats = curve_points(rows)
-    reference = stats[stats["method"] == REFERENCE]
+    reference = stats[stats["method"] == reference_method()]
     if not reference.empty:  # the accuracy every method is compared with, across the panel
-        ax.axhline(float(reference["mean"].mean()), color=STYLE[REFERENCE][1], lw=0.6, ls=":")
-    for method in METHODS:
+        color = style_of(reference_method()).color
+        ax.axhline(float(reference["mean"].mean()), color=color, lw=0.6, ls=":")
+    for method in legend_order():
         points = stats[stats["method"] == method].sort_values(["macs_pct", "budget"])
         if points.empty:
             continue
-        _, color, marker, linestyle = STYLE[method]
+        _, color, marker, linestyle = style_of(method)
         x, y = points["macs_pct"].to_numpy(), points["mean"].to_numpy()
         ax.errorbar(
             x,
@@ -93,7 +94,7 @@ def _plot_panel(ax: Axes, rows: pd.DataFrame, *, title: str, ylabel: str) -> Non
             ecolor=color,
             elinewidth=0.8,
         )
-        if method in SWEPT:
+        if is_swept(method):
             ax.plot(x, y, color=color, marker=marker, linestyle=linestyle, markersize=4, lw=1.2)
         else:
             ax.scatter(x, y, color=color, marker=marker, s=marker_area(method), zorder=3)

@@ -13,13 +13,14 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
+from pag.methods import registry
 from pag.report.results import MissingInput, ReportData
 from pag.report.style import (
     FIGURE_WIDTH_IN,
-    METHODS,
-    STYLE,
+    legend_order,
     new_figure,
     paper_style,
+    style_of,
 )
 
 _TERM_ORDER = ("loss", "semantic", "boundary", "depth", "normals", "budget")
@@ -55,7 +56,8 @@ def training_curves(data: ReportData) -> Figure:
     histories = _histories(data)
     if not histories:
         raise MissingInput("training_curves: no run histories")
-    baseline = [h for (method, _), runs in histories.items() if method == "dense" for h in runs]
+    dense = registry.baseline().name
+    baseline = [h for (method, _), runs in histories.items() if method == dense for h in runs]
     offset = min(len(h) for h in baseline) if baseline else 0
     terms = sorted(
         {
@@ -79,22 +81,22 @@ def training_curves(data: ReportData) -> Figure:
         for ax, term in zip(axes, terms, strict=False):
             drawn = []
             for (method, _budget), runs in sorted(
-                histories.items(), key=lambda kv: METHODS.index(kv[0][0])
+                histories.items(), key=lambda kv: legend_order().index(kv[0][0])
             ):
                 curve = _mean_curve(runs, term)
                 if curve is None:
                     continue
                 drawn.append(curve)
-                start = 1 if method == "dense" else offset + 1
-                _, color, _, _ = STYLE[method]
+                start = 1 if method == dense else offset + 1
+                _, color, _, _ = style_of(method)
                 ax.plot(
                     np.arange(start, start + len(curve)),
                     curve,
                     color=color,
                     marker=".",
                     markersize=3,
-                    lw=1.6 if method == "dense" else 0.9,
-                    alpha=1.0 if method == "dense" else 0.8,
+                    lw=1.6 if method == dense else 0.9,
+                    alpha=1.0 if method == dense else 0.8,
                 )
             if offset:
                 ax.axvline(offset + 0.5, color="0.5", lw=0.6, ls="--")
@@ -105,10 +107,10 @@ def training_curves(data: ReportData) -> Figure:
             ax.set_title(_TERM_LABELS.get(term, f"{term} loss"))
             ax.set_xlabel("epoch")
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        methods = [m for m in METHODS if any(k[0] == m for k in histories)]
+        methods = [m for m in legend_order() if any(k[0] == m for k in histories)]
         fig.legend(
-            handles=[Line2D([], [], color=STYLE[m][1], lw=1.6) for m in methods],
-            labels=[STYLE[m][0] for m in methods],
+            handles=[Line2D([], [], color=style_of(m).color, lw=1.6) for m in methods],
+            labels=[style_of(m).label for m in methods],
             loc="outside lower center",
             ncols=min(len(methods), 7),
             frameon=False,

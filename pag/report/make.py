@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from pathlib import Path
 
 from pag.errors import PagError
 from pag.fileio import atomic_write, foreign_entries, names_shown, remove_temporaries
 from pag.locking import locked
-from pag.report.outputs import FIGURE_FORMATS, TABLE_FORMATS, Output, outputs_for
+from pag.pipeline.report_outputs import FIGURE_FORMATS, TABLE_FORMATS, Output, outputs_for
 from pag.report.readme import readme
 from pag.report.results import HEADLINE, MissingInput, ReportData, ReportInputs, load_summary
 from pag.report.style import render
 from pag.report.table import Table
+
+
+def _maker(output: Output):
+    """The function that makes an output ("module:function", imported when drawn)."""
+    module, name = output.maker.split(":")
+    return getattr(importlib.import_module(module), name)
 
 
 @dataclass(frozen=True)
@@ -36,7 +43,7 @@ def make_report(inputs: ReportInputs, out_dir: str | Path) -> ReportResult:
     skipped: dict[str, str] = {}
     for output in outputs_for(methods, tasks):
         try:
-            result = output.make(data)
+            result = _maker(output)(data, *output.args)
         except MissingInput as exc:
             skipped[output.stem] = str(exc)
             continue

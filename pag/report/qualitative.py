@@ -16,6 +16,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from pag.methods import registry
 from pag.report.panels import (
     PONDER_CMAP,
     depth_range,
@@ -50,12 +51,15 @@ def _run_choice(data: ReportData, method: str, which: str = "all") -> list[tuple
 
 
 def showcase_runs(data: ReportData) -> list[tuple[str, str]]:
-    """The runs the qualitative figures compare: dense, MP-PAG, PAG at its highest and lowest
-    budget (those present; without PAG, the first other swept method)."""
-    chosen = _run_choice(data, "dense") + _run_choice(data, "mp_pag")
-    swept = next(
-        (m for m in ("pag", "layer_skip", "sact", "truncation") if m in data.methods), None
+    """The runs the qualitative figures compare (the methods' `showcase` ranks): dense and
+    MP-PAG, then PAG at its highest and lowest budget (those present; without PAG, the next
+    swept method)."""
+    shown = sorted(
+        (m for m in registry.methods() if m.showcase is not None and m.name in data.methods),
+        key=lambda m: m.showcase,
     )
+    chosen = [run for m in shown if not m.swept for run in _run_choice(data, m.name)]
+    swept = next((m.name for m in shown if m.swept), None)
     if swept is not None:
         high, low = _run_choice(data, swept, "highest"), _run_choice(data, swept, "lowest")
         chosen += high + (low if low != high else [])
@@ -223,9 +227,10 @@ def ponder_maps(data: ReportData, method: str) -> Figure:
 def multipool_maps(data: ReportData) -> Figure:
     """Rows: images; columns: input, ground truth, MP-PAG prediction, the branch map of each
     MultiPool block; one legend naming the branches."""
-    runs = _run_choice(data, "mp_pag")
+    drawn = [m.name for m in registry.methods() if m.branch_maps]
+    runs = [run for method in drawn for run in _run_choice(data, method)]
     if not runs:
-        raise MissingInput("multipool_maps: no mp_pag runs in the summary")
+        raise MissingInput(f"multipool_maps: no {' or '.join(drawn)} runs in the summary")
     run, label = runs[0]
     ids = _common_ids(data, [run])
     prefix = "multipool/"

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from pag.report.results import ReportData
 
 if TYPE_CHECKING:
-    from pag.report.outputs import Output
+    from pag.pipeline.report_outputs import Output
 
 _SYNTHETIC = """\
 ## What the synthetic default shows, and what it does not

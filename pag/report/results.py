@@ -16,8 +16,9 @@ import numpy as np
 import pandas as pd
 
 from pag.errors import PagError
+from pag.methods import registry
 from pag.pipeline.summary import SUMMARY_COLUMNS
-from pag.report.style import METHODS
+from pag.report.style import legend_order
 
 COLUMNS = SUMMARY_COLUMNS  # summary.csv, as pag.pipeline.summary writes it
 # the (task, metric) panels of the accuracy-versus-compute figure and the tables' columns
@@ -69,7 +70,7 @@ class ReportInputs:
 
 
 def load_summary(path: Path, variants: Iterable[str] = ()) -> pd.DataFrame:
-    """Read and check summary.csv (methods: `METHODS` and the profile's `variants`).
+    """Read and check summary.csv (methods: the registered ones and the profile's `variants`).
 
     Adds `macs_pct` (effective MACs as % of the dataset's dense baseline, else of the run's own
     dense architecture) and `own_dense` (True where the latter was used)."""
@@ -93,9 +94,9 @@ def load_summary(path: Path, variants: Iterable[str] = ()) -> pd.DataFrame:
         empty = df.index[df[column] == ""]
         if len(empty):
             raise PagError(f"{path}: line {empty[0] + 2}: empty {column!r}")
-    unknown = sorted(set(df["method"]) - set(METHODS) - set(variants))
+    unknown = sorted(set(df["method"]) - set(legend_order()) - set(variants))
     if unknown:
-        known = [*METHODS, *variants]
+        known = [*legend_order(), *variants]
         raise PagError(f"{path}: unknown method(s) {unknown}; expected one of {known}")
     for column in ("budget", "seed", "value", "effective_macs", "dense_macs"):
         text = df[column]
@@ -133,7 +134,9 @@ def load_summary(path: Path, variants: Iterable[str] = ()) -> pd.DataFrame:
         wanted = ", ".join(f"{task}/{metric}" for task, metric in HEADLINE)
         raise PagError(f"{path}: no headline metric present (expected one of {wanted})")
 
-    dense_mean = df[df["method"] == "dense"].groupby("dataset")["effective_macs"].mean()
+    dense_mean = (
+        df[df["method"] == registry.baseline().name].groupby("dataset")["effective_macs"].mean()
+    )
     reference = df["dataset"].map(dense_mean)
     df["own_dense"] = reference.isna()
     df["macs_pct"] = 100.0 * df["effective_macs"] / reference.fillna(df["dense_macs"])
@@ -245,7 +248,7 @@ class ReportData:
     @property
     def methods(self) -> list[str]:
         present = set(self.df["method"])
-        return [method for method in METHODS if method in present]
+        return [method for method in legend_order() if method in present]
 
     @property
     def tasks(self) -> list[str]:

@@ -1,8 +1,9 @@
 """How every report figure looks: one style per method, paper-sized fonts, byte-stable files.
 
-Each method keeps one label, colour, marker and line style in every figure, colours come from
-a colourblind-safe palette, fonts stay >= 8 pt at a two-column paper's width, and rendering
-drops the timestamps that would make a rerun differ from the last run."""
+Each method keeps one label, colour, marker and line style in every figure (its `pag.methods`
+description), colours come from a colourblind-safe palette, fonts stay >= 8 pt at a two-column
+paper's width, and rendering drops the timestamps that would make a rerun differ from the last
+run."""
 
 from __future__ import annotations
 
@@ -17,34 +18,35 @@ import matplotlib.style
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from pag.report.groups import DYNAMIC, METHODS, MULTIPOOL, REFERENCE, SWEPT  # noqa: F401
+from pag.methods import registry
+from pag.methods.registry import COLORBLIND, Style  # noqa: F401  (COLORBLIND: re-exported)
 
-# seaborn 0.13's "colorblind" palette, copied so a method keeps its colour whatever seaborn
-# release is installed (tests/test_report.py checks the copy) and no pyplot import is needed
-COLORBLIND = (
-    "#0173b2",
-    "#de8f05",
-    "#029e73",
-    "#d55e00",
-    "#cc78bc",
-    "#ca9161",
-    "#fbafe4",
-    "#949494",
-    "#ece133",
-    "#56b4e9",
-)
-# method -> (label, colour, marker, line style); fixed so every figure draws a method alike
-STYLE: dict[str, tuple[str, str, str, Any]] = {
-    "dense": ("Dense", COLORBLIND[7], "*", "none"),
-    "dense_ft": ("Dense + fine-tune", "#000000", "X", "none"),
-    "random_gate": ("Random gate", COLORBLIND[9], "x", (0, (5, 1, 1, 1, 1, 1))),
-    "multipool_avg": ("MultiPool (avg)", COLORBLIND[5], "s", "none"),
-    "mp_pag": ("MP-PAG", COLORBLIND[4], "D", "none"),
-    "pag": ("PAG", COLORBLIND[0], "o", "-"),
-    "truncation": ("Truncation", COLORBLIND[1], "v", "--"),
-    "layer_skip": ("Layer skip", COLORBLIND[2], "^", "-."),
-    "sact": ("SACT", COLORBLIND[3], "P", ":"),
-}
+
+def style_of(method: str) -> Style:
+    """A registered method's style (`pag.methods`), the same in every figure."""
+    return registry.get(method).style
+
+
+def legend_order() -> list[str]:
+    """Every registered method, in the order legends and tables list them."""
+    return registry.names()
+
+
+def dynamic_methods() -> list[str]:
+    """Methods with ponder maps, per-layer activity and compute allocation, in legend order."""
+    return [m.name for m in registry.methods() if m.dynamic]
+
+
+def is_swept(method: str) -> bool:
+    """Drawn as a curve of budgets (it has a budget knob), not a point."""
+    return registry.get(method).swept
+
+
+def reference_method() -> str:
+    """The accuracy reference every method is compared with."""
+    return registry.reference().name
+
+
 TASK_LABELS = {
     "semantic": "Semantic segmentation",
     "boundary": "Boundaries",
@@ -96,7 +98,8 @@ FIGURE_WIDTH_IN = 7.0  # a two-column paper's full width
 
 
 def method_label(method: str, budget: float | None = None) -> str:
-    label = STYLE[method][0] if method in STYLE else method
+    """A method's display label (a variant's name as it is), with the budget when given."""
+    label = style_of(method).label if method in registry.names() else method
     return label if budget is None or math.isnan(budget) else f"{label} {budget:g}"
 
 
@@ -108,14 +111,16 @@ def metric_label(metric: str) -> str:
 
 def marker_area(method: str) -> float:
     """Scatter area in pt²; the star is drawn larger, as it looks smaller at the same area."""
-    return 70.0 if STYLE[method][2] == "*" else 30.0
+    return 70.0 if style_of(method).marker == "*" else 30.0
 
 
 def legend_handle(method: str) -> Line2D:
     """A proxy artist per method, so a shared legend does not depend on which panel drew it."""
-    _, color, marker, linestyle = STYLE[method]
-    size = math.sqrt(marker_area(method)) if method not in SWEPT else 4.0
-    return Line2D([], [], color=color, marker=marker, linestyle=linestyle, markersize=size)
+    style = style_of(method)
+    size = math.sqrt(marker_area(method)) if not is_swept(method) else 4.0
+    return Line2D(
+        [], [], color=style.color, marker=style.marker, linestyle=style.linestyle, markersize=size
+    )
 
 
 @contextlib.contextmanager

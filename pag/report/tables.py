@@ -11,7 +11,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from pag.report.groups import FULL_MODEL_IS_REFERENCE, REFERENCE
+from pag.methods import registry
 from pag.report.paper import (
     FLOOR_LABELS,
     FLOOR_SOURCE,
@@ -30,10 +30,11 @@ from pag.report.results import (
     headline_panels,
     plus_minus,
 )
-from pag.report.style import METHODS, MULTIPOOL, STYLE, method_label, metric_label
+from pag.report.style import legend_order, method_label, metric_label, reference_method, style_of
 from pag.report.table import Table
 
 MATCHED_BUDGETS = (100.0, 90.0, 80.0, 70.0, 50.0)  # % of dense compute
+PAPER_BUDGET = 0.7  # the budget of the paper's headline PAG rows (the nearest one run is shown)
 MATCH_TOLERANCE = 1.0  # percentage points within which a measured point counts as matched
 _MEAN_SD = f"Values: mean ± {SPREAD}; — with one seed."
 
@@ -63,7 +64,9 @@ def _run_table(df: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def _groups(df: pd.DataFrame, methods=METHODS) -> list[tuple[str, str, float, pd.DataFrame]]:
+def _groups(
+    df: pd.DataFrame, methods: list[str] | None = None
+) -> list[tuple[str, str, float, pd.DataFrame]]:
     """(dataset, method, budget, runs) per configuration, in method order and decreasing
     compute within a method."""
     runs = _run_table(df)
@@ -72,9 +75,9 @@ def _groups(df: pd.DataFrame, methods=METHODS) -> list[tuple[str, str, float, pd
         for (dataset, method, budget), group in runs.groupby(
             ["dataset", "method", "budget"], dropna=False, sort=False
         )
-        if method in methods
+        if method in (legend_order() if methods is None else methods)
     ]
-    records.sort(key=lambda r: (r[0], METHODS.index(r[1]), -r[3]["macs_pct"].mean()))
+    records.sort(key=lambda r: (r[0], legend_order().index(r[1]), -r[3]["macs_pct"].mean()))
     return records
 
 
@@ -123,16 +126,17 @@ def summary_table(data: ReportData) -> Table:
 def multipool_table(data: ReportData) -> Table:
     """Table 1: the dense baseline against MultiPool averaging and MP-PAG, per task, with MACs."""
     df = data.df
-    if not set(MULTIPOOL) & set(df["method"]):
+    multipool = [m.name for m in registry.methods() if m.multipool]
+    if not set(multipool) & set(df["method"]):
         raise MissingInput(
-            "table_multipool: no MultiPool runs in the summary (methods multipool_avg, mp_pag)"
+            f"table_multipool: no MultiPool runs in the summary (methods {', '.join(multipool)})"
         )
     metrics = _metrics_present(df)
     datasets = sorted(set(df["dataset"]))
     header = ["method", "seeds", "MACs / image", "MACs % of dense"]
     header += [f"{t}: {metric_label(m)}" for t, m in metrics]
     rows, groups = [], []
-    for dataset, method, _budget, group in _groups(df, ("dense", *MULTIPOOL)):
+    for dataset, method, _budget, group in _groups(df, [registry.baseline().name, *multipool]):
         rows.append(
             [
                 method_label(method)
@@ -188,12 +192,12 @@ def matched_budget_table(data: ReportData, budgets=MATCHED_BUDGETS) -> Table:
             (df["dataset"] == dataset) & (df["task"] == task) & (df["metric"] == metric)
         ]
         points = curve_points(rows_metric)
-        for method in METHODS:
+        for method in legend_order():
             mine = points[points["method"] == method]
             if mine.empty:
                 continue
-            if method in FULL_MODEL_IS_REFERENCE:  # its 100 % point is the reference run
-                mine = pd.concat([mine, points[points["method"] == REFERENCE]])
+            if registry.get(method).full_model_is_reference:  # 100 %: the reference run
+                mine = pd.concat([mine, points[points["method"] == reference_method()]])
             cells = []
             for budget in budgets:
                 found = value_at(mine, budget)
@@ -207,7 +211,7 @@ def matched_budget_table(data: ReportData, budgets=MATCHED_BUDGETS) -> Table:
             if all(cell == "—" for cell in cells):
                 continue  # no run near any of the budgets (the MultiPool methods, often)
             label = f"{task}: {metric_label(metric)}"
-            rows.append([dataset, label, STYLE[method][0], *cells])
+            rows.append([dataset, label, style_of(method).label, *cells])
             groups.append(f"{dataset}/{task}/{metric}")
     notes = [
         f"A value is measured (mean ± {SPREAD}) where a run's mean MACs lie within "
@@ -231,29 +235,27 @@ def paper_table(data: ReportData) -> Table:
     measured classical floors (`pag classical`), with their sources."""
     df = data.df
     datasets = set(df["dataset"])
-    pag_budget = _budget_nearest(df, "pag", 0.7)
-    pag_label = "ours: PAG" + (f" λ = {pag_budget:g}" if pag_budget is not None else "")
-    header = [
-        "dataset",
-        "task",
-        "metric",
-        "published",
-        "source",
-        "ours: dense",
-        "ours: MP-PAG",
-        pag_label,
+    ours_columns = [  # (method, budget): a swept method at its budget nearest the paper's
+        (m, _budget_nearest(df, m.name, PAPER_BUDGET) if m.swept else None)
+        for m in registry.methods()
+        if m.paper_label is not None
+    ]
+    header = ["dataset", "task", "metric", "published", "source"]
+    header += [
+        f"ours: {m.paper_label}" + (f" λ = {budget:g}" if budget is not None else "")
+        for m, budget in ours_columns
     ]
     rows: list[list[str]] = []
     for number in PAPER_NUMBERS:
         published = f"{number.value:g}{(' ' + number.unit) if number.unit == '%' else number.unit}"
         ours = []
-        for method, budget in (("dense", None), ("mp_pag", None), ("pag", pag_budget)):
+        for method, budget in ours_columns:
             if number.dataset in UNSUPPORTED:
                 ours.append(UNSUPPORTED[number.dataset])
             elif number.dataset not in datasets:
                 ours.append("not run")
             else:
-                ours.append(_ours(df, number, method, budget))
+                ours.append(_ours(df, number, method.name, budget))
         rows.append(
             [
                 number.dataset,

@@ -9,6 +9,6 @@ activity (`benchmarks/sparse_speed.py`).
 """
 
 from pag.sparse.blocks import Policy
-from pag.sparse.executor import GATED_METHODS, SparseExecutor
+from pag.sparse.executor import SparseExecutor, sparse_methods
 
-__all__ = ["GATED_METHODS", "Policy", "SparseExecutor"]
+__all__ = ["Policy", "SparseExecutor", "sparse_methods"]

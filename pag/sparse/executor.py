@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pag.errors import PagError
+from pag.methods import registry
 from pag.models import gating
 from pag.models.heads import finish_prediction
 from pag.models.layer_skip import BlockGate
@@ -44,7 +45,10 @@ from pag.sparse.kernels import (
     rows_of,
 )
 
-GATED_METHODS = ("pag", "mp_pag", "layer_skip", "sact")
+
+def sparse_methods() -> list[str]:
+    """The methods whose decisions the executor runs (`Method.sparse`)."""
+    return [m.name for m in registry.methods() if m.sparse]
 
 
 @dataclass
@@ -122,7 +126,7 @@ class SparseExecutor:
             raise PagError(
                 f"model of method {self.method!r} has no gates, halting heads or MultiPool "
                 "choices, so there is nothing to skip: the sparse executor runs models that "
-                f"decide per pixel or per image what to compute ({', '.join(GATED_METHODS)}). "
+                f"decide per pixel or per image what to compute ({', '.join(sparse_methods())}). "
                 "Run it with its own forward, or pass require_gates=False to run it densely"
             )
         self._forced: dict[str, Tensor] = {}

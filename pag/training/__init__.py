@@ -1,7 +1,25 @@
-"""Training: validated run params, the resumable deterministic loop, checkpoints, progress."""
+"""Training: validated run params, the resumable deterministic loop, checkpoints, progress.
 
-from pag.training.checkpoint import model_weights
-from pag.training.loop import METRICS_FILE, PARAMS_FILE, train
-from pag.training.run_params import RunParams, load_run_params
+The names below are imported on first use, so what reads run params alone (the plan, the
+summary, `pag dvc-yaml`) does not import torch."""
 
-__all__ = ["METRICS_FILE", "PARAMS_FILE", "RunParams", "load_run_params", "model_weights", "train"]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    "METRICS_FILE": "pag.training.loop",
+    "PARAMS_FILE": "pag.training.loop",
+    "train": "pag.training.loop",
+    "model_weights": "pag.training.checkpoint",
+    "RunParams": "pag.training.run_params",
+    "load_run_params": "pag.training.run_params",
+}
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

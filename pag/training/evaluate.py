@@ -32,9 +32,9 @@ truth is non-zero. Boundary: sigmoid of the logits against the sample's K annota
 BSDS500 protocol, 99 thresholds). `macs.dense` and `macs.effective` are means per image over
 the split, `effective_std` the population standard deviation of the per-image effective MACs.
 
-`activity`, for the dynamic methods (`ACTIVITY_METHODS`), is per controlled block (PAG and
-layer-skip gated blocks, MultiPool blocks, every SACT unit) the fraction of its 3x3 stage's
-output positions computed over the split: the effective over the dense MACs of that conv
+`activity`, for the methods that control blocks (`Method.controlled_blocks`), is per controlled
+block (PAG and layer-skip gated blocks, MultiPool blocks, every SACT unit) the fraction of its
+3x3 stage's output positions computed over the split: the effective over the dense MACs of that conv
 (for a MultiPool, of its conv branches together, exactly one of which runs at a non-skipped
 pixel). Empty for the other methods.
 
@@ -100,6 +100,7 @@ from pag.errors import PagError
 from pag.fileio import atomic_write, read_json, remove_temporaries, write_json_atomic
 from pag.flops import measure_macs
 from pag.locking import locked
+from pag.methods import registry
 from pag.metrics import (
     NYU_MAX_DEPTH,
     BoundaryAccumulator,
@@ -109,7 +110,6 @@ from pag.metrics import (
 )
 from pag.models.gating import GATE_RULES
 from pag.models.gating import gate_rule as decide_by
-from pag.models.model import GATE_RULE_METHODS
 from pag.training import checkpoint
 from pag.training.loop import (
     METRICS_FILE,
@@ -130,7 +130,6 @@ from pag.training.provenance import (
 from pag.training.run_params import RunParams, differing_keys, resolve_threads
 
 SAMPLES_FILE = "samples.npz"
-ACTIVITY_METHODS = ("pag", "random_gate", "mp_pag", "layer_skip", "sact")
 NEAR_BOUNDARY_PX = 2.0  # compute_allocation: "near" = within this distance of a boundary
 DEPTH_CAPS: dict[str, float] = {"nyuv2": NYU_MAX_DEPTH}  # metres; other datasets: no cap
 IGNORE_INDEX = 255
@@ -270,14 +269,9 @@ class TaskMetrics:
 
 
 def controlled_blocks(model: torch.nn.Module, method: str) -> list[str]:
-    """Blocks whose 3x3 stage a dynamic method may skip, in trunk order."""
-    if method not in ACTIVITY_METHODS:
-        return []
-    if method == "sact":
-        return [name for name, _ in model.blocks()]
-    if method == "mp_pag":
-        return [name for name, b in model.blocks() if hasattr(b.conv2, "multipool")]
-    return [name for name, b in model.blocks() if b.gate is not None]
+    """Blocks whose 3x3 stage a dynamic method may skip, in trunk order (its description's
+    `controlled_blocks`)."""
+    return registry.get(method).controlled_blocks(model)
 
 
 def _stage_convs(block: str, modules) -> list[str]:
@@ -599,10 +593,11 @@ def _evaluate(
                 f"--sparse runs the gates' own decisions (the noiseless argmax); it cannot be "
                 f"compared with an evaluation by the {gate_rule!r} rule"
             )
-        if (gate_rules or gate_rule != "hard") and params.method not in GATE_RULE_METHODS:
+        if (gate_rules or gate_rule != "hard") and not registry.get(params.method).gated:
+            gated = [m.name for m in registry.methods() if m.gated]
             raise PagError(
                 f"{run_dir}: gate rules ({', '.join([gate_rule, *gate_rules])}) need a model "
-                f"with gates ({', '.join(GATE_RULE_METHODS)}); this run is {params.method!r}"
+                f"with gates ({', '.join(gated)}); this run is {params.method!r}"
             )
         timer = LatencyTimer(model, torch_device) if sparse else None
         blocks = controlled_blocks(model, params.method)

@@ -31,14 +31,14 @@ from pag.data import dataset_class
 from pag.errors import PagError
 from pag.fileio import file_digest
 from pag.training import checkpoint
-from pag.training.run_params import LOCATION_KEYS, RunParams, differing_keys
+from pag.training.run_params import (  # noqa: F401  (comparable_params: re-exported)
+    LOCATION_KEYS,
+    RunParams,
+    comparable_params,
+    differing_keys,
+)
 
 CODE_VERSION = f"pag {__version__}"
-
-
-def comparable_params(params: RunParams) -> dict[str, Any]:
-    """The resolved params a result depends on: the location keys left out."""
-    return {k: v for k, v in params.resolved().items() if k not in LOCATION_KEYS}
 
 
 @dataclass(frozen=True)

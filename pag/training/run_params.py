@@ -22,13 +22,14 @@ from pydantic import (
 )
 
 from pag.errors import PagError
-from pag.models.model import METHODS, check_budget
+from pag.methods import registry
 from pag.params import (  # noqa: F401  (TrainingParams, TemperatureSchedule: re-exported)
     InputParams,
     ModelParams,
     Params,
     TemperatureSchedule,
     TrainingParams,
+    check_method,
     known_dataset,
     known_tasks,
 )
@@ -54,7 +55,7 @@ class RunParams(InputParams):
     tasks: dict[str, int | None]
     input_size: tuple[int, int] = Field(description="(height, width) of training crops")
     model: ModelParams = ModelParams()
-    method: str = "dense"
+    method: str = Field(default_factory=lambda: registry.baseline().name)
     budget: float | int | None = None
     init_from: str | None = Field(default=None, description="checkpoint whose weights start")
     pretrained: str | None = Field(
@@ -79,8 +80,8 @@ class RunParams(InputParams):
     @field_validator("method")
     @classmethod
     def _known_method(cls, method: str) -> str:
-        if method not in METHODS:
-            raise ValueError(f"unknown method {method!r}; expected one of {list(METHODS)}")
+        if method not in registry.names():
+            raise ValueError(f"unknown method {method!r}; expected one of {registry.names()}")
         return method
 
     @field_validator("init_from", "pretrained")
@@ -96,11 +97,9 @@ class RunParams(InputParams):
 
     @model_validator(mode="after")
     def _consistent(self) -> RunParams:
-        from pag.models.resnet import _DEPTHS
-
         try:
-            budget = check_budget(self.method, self.budget, sum(_DEPTHS[self.model.depth][1]))
-        except PagError as exc:
+            budget = check_method(self.method, self.budget, self.model)
+        except ValueError as exc:
             raise ValueError(f"budget: {exc}") from None
         object.__setattr__(self, "budget", budget)
         unknown = sorted(set(self.training.loss_weights) - set(self.tasks))
@@ -178,6 +177,11 @@ def load_run_params(
     if isinstance(raw, dict) and overrides:
         raw = {**raw, **overrides}
     return validate_run_params(raw, path, check_files=check_files)
+
+
+def comparable_params(params: RunParams) -> dict[str, Any]:
+    """The resolved params a result depends on: the location keys left out."""
+    return {k: v for k, v in params.resolved().items() if k not in LOCATION_KEYS}
 
 
 def differing_keys(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
