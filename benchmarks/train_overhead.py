@@ -28,15 +28,10 @@ from pag.data.synthetic import SynthParams, generate
 from pag.models.losses import task_losses
 from pag.params import load_profile
 from pag.training import train
-from pag.training.loop import (
-    AugmentedSplit,
-    epoch_batches,
-    make_optimizer,
-    make_scheduler,
-    open_train_split,
-    seed_everything,
-)
+from pag.training.data import AugmentedSplit, epoch_batches, open_train_split
+from pag.training.optimization import make_optimizer, make_scheduler
 from pag.training.run_params import resolve_threads, validate_run_params
+from pag.training.seeds import seed_everything
 
 PROFILE = Path(__file__).resolve().parent.parent / "params" / "synthetic.yaml"
 

@@ -99,11 +99,12 @@ def evaluate(
         gate_rules=tuple(r.strip() for r in gate_rules.split(",") if r.strip()),
         gate_rule=gate_rule,
     )
+    from pag.run_layout import eval_metrics_file
     from pag.tracking import track_job  # MLflow mirrors the finished job; it cannot fail it
-    from pag.training.evaluate import eval_dir, load_run
+    from pag.training.evaluate import load_run
 
     params, _ = load_run(run_dir)
-    metrics_file = out if out is not None else eval_dir(run_dir, split) / "metrics.json"
+    metrics_file = out if out is not None else eval_metrics_file(run_dir, split)
     track_job(
         run_dir, "evaluate", experiment=params.experiment or params.name, metrics_file=metrics_file
     )

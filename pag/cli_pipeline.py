@@ -38,7 +38,7 @@ def plan(profile: str) -> None:
 @click.command("summarize")
 @profile_option
 def summarize(profile: str) -> None:
-    """Collect every run's evaluation into results/<profile>/summary.csv (tidy), metrics.json
+    """Collect every run's evaluation into results/<profile>/summary.csv (tidy), headline.json
     (`dvc metrics show`) and curves.csv (`dvc plots show`)."""
     from pag.pipeline.plan import load_plan
     from pag.pipeline.summary import summarize as write_summary

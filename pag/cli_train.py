@@ -31,7 +31,7 @@ from pag.cli_data import data_root_option
     "run_dir",
     required=True,
     type=click.Path(file_okay=False, path_type=Path),
-    help="Run directory: params.yaml, checkpoints/, metrics.json. Resumed when it exists.",
+    help="Run directory: params.yaml, checkpoints/, train_metrics.json. Resumed when it exists.",
 )
 @click.option(
     "--init-from",
@@ -65,7 +65,7 @@ def train(
     replace_stale: bool,
 ) -> None:
     """Train the model a run params file describes, writing RUN_DIR/params.yaml,
-    RUN_DIR/checkpoints/{last,final}.pt and RUN_DIR/metrics.json.
+    RUN_DIR/checkpoints/{last,final}.pt and RUN_DIR/train_metrics.json.
 
     Started again with the same command, a run resumes from its last checkpoint and ends
     exactly as an uninterrupted run would; other params for an existing RUN_DIR are refused

@@ -4,7 +4,8 @@
   artifacts on the local file system beside it (`<store dir>/mlartifacts/<experiment>/...`).
   View it with ``mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1``.
 * **One MLflow run per job.** `log_run(run_dir, kind, experiment)` reads `params.yaml` and
-  `metrics.json` after `pag train` / `pag evaluate` finished and logs flattened params,
+  the job's metrics (`train_metrics.json`, or the evaluation's `metrics.json`) after
+  `pag train` / `pag evaluate` finished and logs flattened params,
   per-epoch metrics (step = epoch), final metrics, tags and the files as artifacts. Logging the
   same job again changes nothing (the run is found by a key tag and a content hash); logging it
   after its files changed replaces the old run (deleted, not duplicated).
@@ -40,18 +41,16 @@ from urllib.parse import unquote, urlparse
 
 import yaml
 
+from pag import run_layout as layout
 from pag.paths import project_root
 
 TRACKING_ENV = "MLFLOW_TRACKING_URI"
 STORE_FILE = "mlflow.db"
 ARTIFACTS_DIR = "mlartifacts"
-PARAMS_FILE = "params.yaml"  # as pag.training.loop writes them (not imported: keeps torch out)
-METRICS_FILE = "metrics.json"
 KINDS = ("train", "evaluate")
-# of metrics.json: tags, not metrics (provenance: its digests become tags, `_provenance_tags`)
+# of the metrics: tags, not metrics (provenance: its digests become tags, `_provenance_tags`)
 META_KEYS = ("method", "budget", "params_hash", "split", "provenance")
-FIGURE_DIRS = ("figures",)  # sub-directories whose image files are logged as artifacts
-SAMPLES_FILE = "samples.npz"  # beside an evaluation's metrics.json: logged as an artifact
+FIGURE_DIRS = (layout.FIGURES,)  # sub-directories whose image files are logged as artifacts
 FIGURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".pdf", ".svg")
 
 # tags this module sets (besides mlflow.runName and mlflow.parentRunId)
@@ -322,7 +321,7 @@ def log_run(
     (a warning names the error on stderr; the job is not failed).
 
     `run_dir` holds `params.yaml`; `metrics_file` is the job's metrics (default
-    `run_dir/metrics.json`; `pag evaluate --out FILE` passes FILE). `experiment` is the
+    `run_dir/train_metrics.json`; `pag evaluate` passes its metrics file). `experiment` is the
     profile's name; `parent_run_id` comes from `start_parent`."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
@@ -350,8 +349,10 @@ def _provenance_tags(provenance: Any) -> dict[str, Any]:
 
 def _log_run(run_dir, kind, experiment, parent_run_id, metrics_file, uri) -> str:
     run_dir = run_dir.resolve()
-    metrics_path = Path(metrics_file).resolve() if metrics_file else run_dir / METRICS_FILE
-    params_path = run_dir / PARAMS_FILE
+    metrics_path = (
+        Path(metrics_file).resolve() if metrics_file else layout.train_metrics_file(run_dir)
+    )
+    params_path = layout.params_file(run_dir)
     params_bytes = params_path.read_bytes() if params_path.is_file() else b""
     metrics_bytes = metrics_path.read_bytes()
     params = (yaml.safe_load(params_bytes) or {}) if params_bytes else {}
@@ -437,7 +438,8 @@ def _log_run(run_dir, kind, experiment, parent_run_id, metrics_file, uri) -> str
     for batch in _chunks(metric_list, BATCH_METRICS):
         _retry(lambda b=batch: client.log_batch(run_id, metrics=b, synchronous=True), "metrics")
 
-    samples = metrics_path.parent / SAMPLES_FILE  # gate, ponder and MultiPool maps of evaluate
+    # beside an evaluation's metrics: its gate, ponder and MultiPool maps
+    samples = metrics_path.parent / layout.SAMPLES
     for path in (params_path, metrics_path, samples):
         if path.is_file():
             _retry(lambda p=path: client.log_artifact(run_id, str(p)), "artifact")

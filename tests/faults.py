@@ -130,7 +130,7 @@ def arm(spec: str) -> None:
 
         from pag.training import loop
 
-        original = loop._train_step
+        original = loop.train_step
         signature = inspect.signature(original)
 
         def train_step(*args, **kwargs):
@@ -138,7 +138,7 @@ def arm(spec: str) -> None:
                 _sigkill()
             return original(*args, **kwargs)
 
-        loop._train_step = train_step
+        loop.train_step = train_step
     elif kind == "kill-at":
         _arm_call(*arg.rsplit(":", 1))
     elif kind.endswith("-replace"):

@@ -28,8 +28,8 @@ import yaml
 from pag.data.synthetic import SynthParams, generate
 from pag.errors import PagError
 from pag.training import checkpoint, load_run_params, train
+from pag.training.data import epoch_batches
 from pag.training.distributed import World, per_rank_batch, shard
-from pag.training.loop import epoch_batches
 
 TASKS = {"semantic": 10, "boundary": None, "depth": None, "normals": None}
 RUN = {
@@ -92,8 +92,8 @@ def assert_close_runs(one: Path, two: Path) -> None:
     assert a.keys() == b.keys()
     worst = max(float((a[k].double() - b[k].double()).abs().max()) for k in a)
     assert worst < WEIGHT_ATOL, worst
-    ma = json.loads((one / "metrics.json").read_text())
-    mb = json.loads((two / "metrics.json").read_text())
+    ma = json.loads((one / "train_metrics.json").read_text())
+    mb = json.loads((two / "train_metrics.json").read_text())
     assert ma["steps"] == mb["steps"] and ma["epochs"] == mb["epochs"]
     for ha, hb in zip(ma["history"], mb["history"], strict=True):
         assert ha["lr"] == pytest.approx(hb["lr"], rel=1e-12)
@@ -145,7 +145,7 @@ def test_a_killed_distributed_run_resumes_and_refuses_another_world_size(
         kill_processes_naming(run_dir)  # torchrun and both workers (in sessions of their own)
         process.communicate()
     killed_at = checkpoint.load(last)["state"]["step"]
-    assert 1 <= killed_at < 30 and not (run_dir / "metrics.json").exists()
+    assert 1 <= killed_at < 30 and not (run_dir / "train_metrics.json").exists()
 
     full = load_run_params(params)
     with pytest.raises(PagError, match=r"written by 2 process\(es\); resume it with the same"):

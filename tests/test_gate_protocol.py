@@ -25,7 +25,7 @@ from pag.models.gating import (
 from pag.params import load_profile
 from pag.pipeline.plan import load_plan, run_params
 from pag.training.evaluate import ComputeAllocation, boundary_map, near_mask
-from pag.training.loop import _gradient_norms, decision_parameters
+from pag.training.optimization import decision_parameters, gradient_norms
 
 SMALL = {"tasks": {"semantic": 3}, "depth": 26, "width_multiplier": 0.125, "head_hidden": 8}
 TINY = "params/tiny.yaml"
@@ -138,8 +138,8 @@ def test_gate_bias_sets_the_initial_compute_probability():
 def test_gradient_norms_and_clipping():
     model = torch.nn.Linear(2, 1, bias=False)
     model.weight.grad = torch.tensor([[3.0, 4.0]])
-    assert _gradient_norms(model, [], None) == {"grad_norm": 5.0}
-    norms = _gradient_norms(model, [model.weight], 1.0)
+    assert gradient_norms(model, [], None) == {"grad_norm": 5.0}
+    norms = gradient_norms(model, [model.weight], 1.0)
     assert norms["grad_norm"] == 5.0  # before clipping
     assert norms["decision_grad_norm"] == pytest.approx(1.0)  # after
     torch.testing.assert_close(model.weight.grad, torch.tensor([[0.6, 0.8]]))

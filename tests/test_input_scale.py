@@ -16,8 +16,8 @@ from pag.errors import DataError
 from pag.models.losses import boundary_loss
 from pag.params import Augmentation, load_profile
 from pag.pipeline.plan import load_plan, run_params
+from pag.training.data import AugmentedSplit, SampleCache
 from pag.training.evaluate import at_image_size, model_input
-from pag.training.loop import AugmentedSplit, SampleCache
 from pag.training.run_params import RunParams, validate_run_params
 
 

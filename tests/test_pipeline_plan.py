@@ -225,7 +225,7 @@ def test_every_shipped_profile_expands():
         assert report.deps[2 + 3 * len(runs) :] == classical
         split = plan.profile.evaluation.split
         assert f"runs/{name}/{runs[-1]}/eval_{split}/samples.npz" in report.deps
-        assert f"runs/{name}/{runs[0]}/metrics.json" in report.deps
+        assert f"runs/{name}/{runs[0]}/train_metrics.json" in report.deps
         figures = {path.rsplit("/", 1)[1] for path in report.results}
         assert {"accuracy_vs_compute.png", "table_paper.tex", "README.md"} <= figures
         for task in plan.profile.tasks:
@@ -273,7 +273,7 @@ def test_dvc_yaml_stages_mirror_the_plan(tmp_path):
     assert stage["params"] == [{TINY: [k for k in job.params if k not in absent]}]
     evaluation = stages["eval-pag-0_5-s0"]
     assert {"results/tiny/runs/pag-0.5-s0/metrics.json": {"cache": False}} in evaluation["outs"]
-    assert document["metrics"] == ["../../results/tiny/metrics.json"]
+    assert document["metrics"] == ["../../results/tiny/headline.json"]
     assert "../../paper_figures/tiny/accuracy_vs_compute.png" in document["plots"]
 
 

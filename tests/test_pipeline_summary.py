@@ -49,7 +49,7 @@ def tiny_results(tmp_path):
 def test_summary_rows_columns_and_values(tiny_results):
     plan, root, effective = tiny_results
     paths = summarize(plan, root)
-    assert [p.name for p in paths] == ["summary.csv", "metrics.json", "curves.csv"]
+    assert [p.name for p in paths] == ["summary.csv", "headline.json", "curves.csv"]
     rows = list(csv.DictReader((root / "results/tiny/summary.csv").read_text().splitlines()))
     assert tuple(rows[0]) == SUMMARY_COLUMNS
     # 9 runs x (2 semantic + 3 boundary + 3 depth + 2 normals) scalar metrics
@@ -62,7 +62,7 @@ def test_summary_rows_columns_and_values(tiny_results):
     assert "num_images" not in pag and "iou_per_class" not in pag and "nms" not in pag
     dense = [r for r in rows if r["run"] == "dense-s0"]
     assert {r["budget"] for r in dense} == {""}
-    nested = json.loads((root / "results/tiny/metrics.json").read_text())
+    nested = json.loads((root / "results/tiny/headline.json").read_text())
     assert nested["pag-0.5-s0"]["macs_pct"] == pytest.approx(effective["pag-0.5-s0"])
     assert nested["dense-s0"]["semantic_miou"] == 0.5
     curves = list(csv.DictReader((root / "results/tiny/curves.csv").read_text().splitlines()))
@@ -136,7 +136,7 @@ def test_compute_allocation_gate_rules_and_gradient_norms_reach_the_summary(tmp_
     closed.write_text(json.dumps(gates_shut))
     data["gate_rules"] = {"open": {"semantic": {"miou": 0.25}, "activity_mean": 1.0}}
     path.write_text(json.dumps(data))
-    train = root / "runs/tiny/pag-0.5-s0/metrics.json"
+    train = root / "runs/tiny/pag-0.5-s0/train_metrics.json"
     train.parent.mkdir(parents=True)
     history = [
         {"train": {"grad_norm": 2.0, "decision_grad_norm": 1.0}, "train_max": {"grad_norm": 9.0}},

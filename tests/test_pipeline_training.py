@@ -12,7 +12,7 @@ from pag.data.synthetic import SynthParams, generate
 from pag.errors import ChecksumError, PagError
 from pag.models.resnet import resnet
 from pag.training import checkpoint, train
-from pag.training.loop import make_optimizer
+from pag.training.optimization import make_optimizer
 from pag.training.run_params import validate_run_params
 
 BASE = {

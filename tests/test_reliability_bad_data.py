@@ -126,7 +126,7 @@ def test_training_names_the_file_and_the_problem_and_saves_nothing(broken, tmp_p
     assert result.code == 1
     assert re.fullmatch(f"error: {re.escape(str(path))}.*{problem}.*\n", result.err), result.err
     assert not (run_dir / "checkpoints" / "final.pt").exists()
-    assert not (run_dir / "metrics.json").exists()
+    assert not (run_dir / "train_metrics.json").exists()
 
 
 def test_a_broken_label_stops_training_in_a_dataloader_worker_too(clean_root, tmp_path, tally):

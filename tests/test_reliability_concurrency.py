@@ -34,7 +34,7 @@ def finished_runs(tmp_path_factory):
 
 def expected_metrics(run_dir) -> dict[str, int]:
     """Metric key -> number of points `log_run` writes for this run directory."""
-    metrics = yaml.safe_load((run_dir / "metrics.json").read_text())
+    metrics = yaml.safe_load((run_dir / "train_metrics.json").read_text())
     counts: dict[str, int] = {}
     for key, _, _ in tracking.epoch_metrics(metrics["history"]):
         counts[key] = counts.get(key, 0) + 1

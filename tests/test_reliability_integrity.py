@@ -79,7 +79,7 @@ def test_weights_under_an_edited_params_file_are_refused_by_train_and_evaluate(
         ["train", "--params", params, "--out", run, "--root", data_root, "--replace-stale"]
     )
     assert result.code == 0, result.err
-    assert json.loads((run / "metrics.json").read_text())["epochs"] == 3
+    assert json.loads((run / "train_metrics.json").read_text())["epochs"] == 3
 
 
 def test_a_changed_dataset_or_init_checkpoint_makes_a_finished_run_stale(
@@ -320,22 +320,22 @@ def test_a_killed_lock_holder_leaves_no_lock(tmp_path):
 
 
 def test_outputs_in_the_wrong_place_are_refused(finished, data_root, tmp_path, tally):
-    """The issue's cases: `pag train --out results/tiny` replaced the summary's metrics.json;
+    """The issue's cases: `pag train --out results/tiny` replaced the summary's headline.json;
     `pag evaluate --out RUN/metrics.json` replaced the training metrics."""
     run, params = copy_run(finished, tmp_path)
     results = tmp_path / "results" / "tiny"
     results.mkdir(parents=True)
-    for name in ("summary.csv", "metrics.json"):
+    for name in ("summary.csv", "headline.json"):
         (results / name).write_text("x")
     (tmp_path / "other.json").write_text('{"anything": 1}')
     cases = {
         "train into a results folder": (
             ["train", "--params", params, "--out", results, "--root", data_root],
-            f"{results}: holds files that are not a training run's (metrics.json, summary.csv)",
+            f"{results}: holds files that are not a training run's (headline.json, summary.csv)",
         ),
         "evaluate over the training metrics": (
-            ["evaluate", "--run", run, "--root", data_root, "--out", run / "metrics.json"],
-            f"{run}/metrics.json: is a training run's own file",
+            ["evaluate", "--run", run, "--root", data_root, "--out", run / "train_metrics.json"],
+            f"{run}/train_metrics.json: is a training run's own file",
         ),
         "samples over the weights": (
             ["evaluate", "--run", run, "--root", data_root, "--samples", run / "checkpoints/x.npz"],
@@ -432,15 +432,15 @@ def test_damaged_checkpoints_and_metrics_of_a_run_name_the_file(
     finished, data_root, tmp_path, tally
 ):
     """A crafted last.pt with the right hash but a missing key or tensor, and a truncated
-    finished metrics.json, were tracebacks."""
+    finished train_metrics.json, were tracebacks."""
     from pag.training import checkpoint
 
     run, params = copy_run(finished, tmp_path)
     args = ["train", "--params", params, "--out", run, "--root", data_root]
-    metrics = run / "metrics.json"
+    metrics = run / "train_metrics.json"
     good = metrics.read_text()
     metrics.write_text(good[: len(good) // 2])
-    tally.bad_input("truncated finished metrics.json")
+    tally.bad_input("truncated finished train_metrics.json")
     err = one_error_line(pag_cli(args))
     assert f"{metrics}: training metrics is not valid JSON" in err
     metrics.write_text(good)
@@ -510,7 +510,7 @@ def test_a_dead_tracking_server_costs_a_job_seconds(tmp_path, monkeypatch, capsy
     for name in ("MLFLOW_HTTP_REQUEST_TIMEOUT", "MLFLOW_HTTP_REQUEST_MAX_RETRIES"):
         monkeypatch.delenv(name, raising=False)
     (tmp_path / "params.yaml").write_text("name: x\n")
-    (tmp_path / "metrics.json").write_text('{"steps": 1}')
+    (tmp_path / "train_metrics.json").write_text('{"steps": 1}')
     tally.fault("unreachable tracking server")
     started = time.monotonic()
     assert log_run(tmp_path, "train", "x", uri="http://127.0.0.1:1") is None

@@ -4,7 +4,8 @@ middle of the tiny profile, rerun only what was unfinished (slow tests).
 
 The kills come from inside the process (tests/faults.py), so each lands at a known point: before
 an optimizer step, in the middle of a checkpoint write, right after one, and between the final
-weights and metrics.json. tests/test_training.py kills from outside at a moment it observes."""
+weights and train_metrics.json. tests/test_training.py kills from outside at a moment it
+observes."""
 
 import json
 import re
@@ -74,14 +75,14 @@ def killed_four_times(tmp_path_factory, data_root):
         "kill-before-step:2",  # mid-epoch, before the first checkpoint
         "torn-replace:last.pt:2",  # in the middle of writing the second checkpoint (step 6)
         "kill-after-replace:last.pt:3",  # right after a checkpoint: the third since the restart
-        "kill-before-replace:metrics.json:1",  # final.pt written, metrics.json not yet
+        "kill-before-replace:train_metrics.json:1",  # final.pt written, train_metrics.json not yet
     ):
         result = pag_with_fault(command, fault)
         assert killed(result), (fault, result.returncode, result.stderr)
         seen[fault] = {
             "last": state_step(run_dir) if (checkpoints / "last.pt").exists() else None,
             "final": (checkpoints / "final.pt").exists(),
-            "metrics": (run_dir / "metrics.json").exists(),
+            "metrics": (run_dir / "train_metrics.json").exists(),
             "params": (run_dir / "params.yaml").exists(),
             "temporaries": [p.name for p in temporaries(run_dir)],
         }
@@ -108,14 +109,14 @@ def test_training_killed_at_four_points_ends_as_an_uninterrupted_run(
     assert len(torn["temporaries"]) == 1 and torn["temporaries"][0].startswith(".last.pt.")
     after = seen["kill-after-replace:last.pt:3"]  # resumed at 3: saved 6, 9, then 12
     assert after["last"] == 12 and after["temporaries"] == []  # the torn file was cleaned up
-    final = seen["kill-before-replace:metrics.json:1"]
+    final = seen["kill-before-replace:train_metrics.json:1"]
     assert final["last"] == STEPS and final["final"] and not final["metrics"]
 
     assert f"resuming {run_dir} at step {STEPS}/{STEPS}" in done.err
     ref_dir, ref_metrics = reference
     assert_same_weights(ref_dir / "checkpoints/final.pt", run_dir / "checkpoints/final.pt")
     assert_same_weights(ref_dir / "checkpoints/last.pt", run_dir / "checkpoints/last.pt")
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics = json.loads((run_dir / "train_metrics.json").read_text())
     assert without_timing(metrics) == without_timing(ref_metrics)
     assert temporaries(run_dir) == []
 
@@ -161,7 +162,9 @@ def final_weights(project) -> dict[str, dict]:
 
 
 def finished(project) -> set[str]:
-    return {run for run in tiny_runs() if (project / f"runs/tiny/{run}/metrics.json").exists()}
+    return {
+        run for run in tiny_runs() if (project / f"runs/tiny/{run}/train_metrics.json").exists()
+    }
 
 
 def evaluated(project) -> set[str]:
@@ -178,7 +181,7 @@ def stages(runs) -> set[str]:
 def fine_tune_running(project, logs) -> bool:
     """The dense baseline has finished and a fine-tune is past its 4th of 8 steps; `logs()`
     gives (log text, run name) of the training jobs started so far."""
-    if not (project / "runs/tiny/dense-s0/metrics.json").exists():
+    if not (project / "runs/tiny/dense-s0/train_metrics.json").exists():
         return False
     return any(run != "dense-s0" and "step 4/8" in text for text, run in logs())
 

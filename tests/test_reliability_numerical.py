@@ -99,7 +99,7 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(
     assert last["state"]["step"] == 6
     assert all(torch.isfinite(v).all() for v in last["model"].values())
     assert not (run_dir / "checkpoints" / "final.pt").exists()
-    assert not (run_dir / "metrics.json").exists() and temporaries(run_dir) == []
+    assert not (run_dir / "train_metrics.json").exists() and temporaries(run_dir) == []
 
     monkeypatch.undo()
     done = pag_cli(command)
@@ -107,7 +107,7 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(
     assert f"resuming {run_dir} at step 6/14" in done.err
     weights = checkpoint.model_weights(run_dir / "checkpoints" / "final.pt")
     assert all(torch.equal(weights[k], reference[k]) for k in reference)
-    assert json.loads((run_dir / "metrics.json").read_text())["steps"] == 14
+    assert json.loads((run_dir / "train_metrics.json").read_text())["steps"] == 14
 
 
 def test_weights_that_turn_nan_on_a_checkpoint_step_are_never_saved(

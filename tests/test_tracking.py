@@ -18,7 +18,7 @@ EPOCHS = 3
 
 
 def write_train_run(run_dir: Path, seed: int = 0) -> dict:
-    """A run directory as `pag train` leaves it (params.yaml and metrics.json with the schema
+    """A run directory as `pag train` leaves it (params.yaml and train_metrics.json with the schema
     of pag.training.loop), with loss values depending on `seed`."""
     run_dir.mkdir(parents=True, exist_ok=True)
     params = {
@@ -65,7 +65,7 @@ def write_train_run(run_dir: Path, seed: int = 0) -> dict:
         "budget": 0.5,
         "params_hash": f"hash{seed}",
     }
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+    (run_dir / "train_metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
     return metrics
 
 
@@ -186,9 +186,9 @@ def test_train_run_contents(store, tmp_path):
     assert "mlflow.parentRunId" not in tags
 
     top = {f.path for f in c.list_artifacts(run_id)}
-    assert top == {"params.yaml", "metrics.json", "figures"}
+    assert top == {"params.yaml", "train_metrics.json", "figures"}
     assert [f.path for f in c.list_artifacts(run_id, "figures")] == ["figures/gates.png"]
-    local = Path(c.download_artifacts(run_id, "metrics.json", str(tmp_path / "dl")))
+    local = Path(c.download_artifacts(run_id, "train_metrics.json", str(tmp_path / "dl")))
     assert json.loads(local.read_text()) == metrics
     # artifacts lie beside the store, not in the working directory
     assert run.info.artifact_uri.startswith((tmp_path / "store" / "mlartifacts").as_uri())
@@ -334,7 +334,7 @@ def _check_all_logged(uri: str, ids: list[str | None]) -> None:
         assert sorted(m.step for m in history) == list(range(1, EPOCHS + 1))
         assert {f.path for f in c.list_artifacts(run.info.run_id)} == {
             "params.yaml",
-            "metrics.json",
+            "train_metrics.json",
         }
 
 

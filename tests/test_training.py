@@ -5,6 +5,7 @@ import io
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from pag.data.synthetic import SynthParams, generate
 from pag.errors import PagError
 from pag.models import losses
 from pag.training import checkpoint, load_run_params, train
-from pag.training.loop import epoch_batches
+from pag.training.data import epoch_batches
 
 ALL_TASKS = {"semantic": 10, "boundary": None, "depth": None, "normals": None}
 BASE = {
@@ -89,11 +90,38 @@ def test_two_runs_are_bit_identical(tmp_path, data_root, reference):
     run_dir, metrics = run(tmp_path, "again", data_root)
     assert_same_weights(final_weights(ref_dir), final_weights(run_dir))
     assert without_timing(metrics) == without_timing(ref_metrics)
-    saved = json.loads((run_dir / "metrics.json").read_text())
+    saved = json.loads((run_dir / "train_metrics.json").read_text())
     assert without_timing(saved) == without_timing(ref_metrics)
     assert metrics["steps"] == 21 and metrics["epochs"] == 3 and metrics["images_per_s"] > 0
     assert set(metrics["train"]) == TRAIN_KEYS and metrics["train"]["budget"] == 0.0
     assert [h["epoch"] for h in metrics["history"]] == [1, 2, 3]
+
+
+def test_a_finished_run_of_an_older_layout_is_adopted_not_trained_again(
+    tmp_path, data_root, reference
+):
+    """Older pag wrote a run's training metrics as `metrics.json`: such a run directory is
+    still a run directory, its metrics are renamed `train_metrics.json`, and the finished run
+    is found finished (its weights untouched); a `metrics.json` that is not training metrics
+    (an evaluation's) is still another command's file."""
+    ref_dir, _ = reference
+    old = tmp_path / "old"
+    shutil.copytree(ref_dir, old)
+    (old / "train_metrics.json").rename(old / "metrics.json")
+    final = (old / "checkpoints" / "final.pt").read_bytes()
+    params = load_run_params(write_params(tmp_path / "dense.yaml"))
+    stream = io.StringIO()
+    metrics = train(params, old, data_root=data_root, stream=stream, tty=False)
+    assert metrics == json.loads((ref_dir / "train_metrics.json").read_text())
+    assert not (old / "metrics.json").exists() and (old / "train_metrics.json").is_file()
+    assert (old / "checkpoints" / "final.pt").read_bytes() == final
+    assert "renamed metrics.json to train_metrics.json" in stream.getvalue()
+
+    (old / "metrics.json").write_text(json.dumps({"split": "val"}))
+    with pytest.raises(
+        PagError, match=r"holds files that are not a training run's \(metrics.json\)"
+    ):
+        train(params, old, data_root=data_root, stream=io.StringIO(), tty=False)
 
 
 def test_data_order_and_augmentation_depend_only_on_seed_epoch_index():
@@ -140,17 +168,20 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(
         process.communicate()
     assert process.returncode == -signal.SIGKILL
     killed_at = checkpoint.load(last)["state"]["step"]
-    assert min_step <= killed_at < total_steps and not (run_dir / "metrics.json").exists()
+    assert min_step <= killed_at < total_steps and not (run_dir / "train_metrics.json").exists()
 
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "resuming" in done.stderr
     assert_same_weights(final_weights(ref_dir), final_weights(run_dir))
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics = json.loads((run_dir / "train_metrics.json").read_text())
     assert without_timing(metrics) == without_timing(ref_metrics)
     # a third start finds the run complete and changes nothing
     again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
-    assert again.returncode == 0 and json.loads((run_dir / "metrics.json").read_text()) == metrics
+    assert (
+        again.returncode == 0
+        and json.loads((run_dir / "train_metrics.json").read_text()) == metrics
+    )
 
 
 ADDED_BY = {"pag": "gate.", "mp_pag": "multipool.", "layer_skip": "gate.", "sact": "halting."}
@@ -215,7 +246,7 @@ def test_nan_stops_naming_step_and_term_and_keeps_the_last_checkpoint(
         run(tmp_path, "nan", data_root)
     last = tmp_path / "nan" / "checkpoints" / "last.pt"
     assert checkpoint.load(last)["state"]["step"] == 4
-    assert not (tmp_path / "nan" / "metrics.json").exists()
+    assert not (tmp_path / "nan" / "train_metrics.json").exists()
     assert not list(last.parent.glob(".*.tmp"))
     # without the poison, the same command resumes from step 4 and finishes
     monkeypatch.setitem(losses.LOSSES, "depth", depth_loss)
@@ -278,7 +309,7 @@ def test_cli_trains_the_tiny_example_end_to_end(tmp_path, data_root):
     params = yaml.safe_load((run_dir / "params.yaml").read_text())
     assert params["training"]["temperature"]["decay"] == 0.03 and params["data_root"] is None
     assert load_run_params(run_dir / "params.yaml").digest() == load_run_params(example).digest()
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics = json.loads((run_dir / "train_metrics.json").read_text())
     assert set(metrics) >= {"train", "steps", "epochs", "images_per_s", "history"}
     assert set(metrics["train"]) == TRAIN_KEYS
     assert all(isinstance(v, float) for v in metrics["train"].values())

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
+from pag import run_layout
 from pag.errors import PagError
 from pag.pipeline import plan as layout
 from pag.pipeline.plan import Plan
@@ -208,4 +209,4 @@ def classical_metrics(plan: Plan, workers: int = 1) -> dict[str, Any]:
 
 
 def write_classical(plan: Plan, root: Path = Path("."), workers: int = 1) -> Path:
-    return write_floor(plan, "classical.json", lambda p: classical_metrics(p, workers), root)
+    return write_floor(plan, run_layout.CLASSICAL, lambda p: classical_metrics(p, workers), root)

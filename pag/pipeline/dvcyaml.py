@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from pag import run_layout
 from pag.errors import PagError
 from pag.pipeline.plan import DEFAULT_PROFILE, Plan
 from pag.pipeline.summary import HEADLINE, TASK_ORDER
@@ -76,13 +77,14 @@ def render(plan: Plan) -> str:
                         column: {
                             "template": "scatter",
                             "x": "macs_pct",
-                            "y": {f"{results}/curves.csv": column},
+                            "y": {f"{results}/{run_layout.CURVES}": column},
                             "title": f"{task} {metric} vs MACs (% of dense)",
                         }
                     }
                 )
     plots.append(f"{figures}/accuracy_vs_compute.png")
-    document = {"stages": stages, "metrics": [f"{results}/metrics.json"], "plots": plots}
+    metrics = [f"{results}/{run_layout.HEADLINE_FILE}"]
+    document = {"stages": stages, "metrics": metrics, "plots": plots}
     header = HEADER.format(profile=plan.name, profile_file=plan.profile_file)
     return header + yaml.safe_dump(document, sort_keys=False, width=1000)
 

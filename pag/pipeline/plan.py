@@ -9,14 +9,16 @@ Snakefile builds its DAG from these jobs (rules in `workflow/rules/`), and `pag 
 writes the same jobs as `dvc.yaml` stages, so the two front-ends run the same commands on the
 same files.
 
-Paths are relative to the project root, where both front-ends run:
+Paths are relative to the project root, where both front-ends run (`pag.run_layout` defines
+them):
 
     data/<profile>/<dataset>/                    the dataset (`data_root` = data/<profile>)
     data/weights/<torchvision file>.pth          ImageNet weights (profiles with `pretrained`)
     runs/<profile>/<run>/checkpoints/final.pt    a trained run (run dirs are not committed)
+    runs/<profile>/<run>/train_metrics.json      its training metrics
     runs/<profile>/<run>/eval_<split>/samples.npz
     results/<profile>/runs/<run>/metrics.json    a run's evaluation (committed)
-    results/<profile>/summary.csv, metrics.json, curves.csv
+    results/<profile>/summary.csv, headline.json, curves.csv
     results/<profile>/trivial.json, classical.json  the floors (committed)
     paper_figures/<profile>/...                  the report (committed)
 
@@ -32,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pag import run_layout as layout
 from pag.errors import PagError
 from pag.methods import registry
 from pag.params import EvaluationParams, Profile, load_profile
@@ -123,7 +126,7 @@ def profile_path(name: str) -> str:
 
 
 def data_root(profile: Profile) -> str:
-    return f"data/{profile.name}"
+    return layout.profile_data_root(profile.name)
 
 
 def dataset_path(profile: Profile) -> str:
@@ -131,35 +134,35 @@ def dataset_path(profile: Profile) -> str:
 
 
 def run_dir(profile: Profile, run: str) -> str:
-    return f"runs/{profile.name}/{run}"
+    return layout.profile_run_dir(profile.name, run)
 
 
 def final_checkpoint(profile: Profile, run: str) -> str:
-    return f"{run_dir(profile, run)}/checkpoints/final.pt"
+    return layout.final_checkpoint(run_dir(profile, run)).as_posix()
 
 
 def train_metrics(profile: Profile, run: str) -> str:
-    return f"{run_dir(profile, run)}/metrics.json"
+    return layout.train_metrics_file(run_dir(profile, run)).as_posix()
 
 
 def eval_metrics(profile: Profile, run: str) -> str:
-    return f"results/{profile.name}/runs/{run}/metrics.json"
+    return layout.committed_eval_metrics(profile.name, run)
 
 
 def eval_samples(profile: Profile, run: str) -> str:
-    return f"{run_dir(profile, run)}/eval_{profile.evaluation.split}/samples.npz"
+    return layout.samples_file(run_dir(profile, run), profile.evaluation.split).as_posix()
 
 
 def results_dir(profile: Profile) -> str:
-    return f"results/{profile.name}"
+    return layout.profile_results_dir(profile.name)
 
 
 def classical_results(profile: Profile) -> str:
-    return f"{results_dir(profile)}/classical.json"
+    return f"{results_dir(profile)}/{layout.CLASSICAL}"
 
 
 def figures_dir(profile: Profile) -> str:
-    return f"paper_figures/{profile.name}"
+    return layout.profile_figures_dir(profile.name)
 
 
 def weights_path(profile: Profile) -> str | None:
@@ -175,7 +178,7 @@ def report_files(profile: Profile) -> list[str]:
     return planned_files(tuple(profile.methods), tuple(profile.tasks))
 
 
-SUMMARY_FILES = ("summary.csv", "metrics.json", "curves.csv")
+SUMMARY_FILES = layout.SUMMARY_FILES
 
 
 # -- expansion ----------------------------------------------------------------------------------
@@ -412,7 +415,7 @@ def expand(profile: Profile, profile_file: str) -> Plan:
             "trivial",
             f"pag trivial --profile {profile_file}",
             deps=(dataset_path(profile),),
-            results=(f"{results}/trivial.json",),
+            results=(f"{results}/{layout.TRIVIAL}",),
             params=("tasks", "evaluation.split"),
         )
     )

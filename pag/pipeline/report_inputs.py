@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pag import run_layout
 from pag.pipeline import plan as layout
 from pag.pipeline.plan import Plan
 from pag.report import ReportInputs, RunFiles, dataset_ground_truth
@@ -27,7 +28,7 @@ def report_inputs(plan: Plan) -> ReportInputs:
     root = layout.data_root(profile)
     dataset = get_dataset(profile.dataset, root=root, split=profile.evaluation.split)
     return ReportInputs(
-        summary_csv=Path(layout.results_dir(profile)) / "summary.csv",
+        summary_csv=Path(layout.results_dir(profile)) / run_layout.SUMMARY_CSV,
         runs=runs,
         ground_truth=dataset_ground_truth(dataset),
         class_names=tuple(dataset.class_names),

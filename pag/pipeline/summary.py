@@ -11,7 +11,7 @@ and writes, atomically, into `results/<profile>/`:
   `<metric>@<rule>` rows under each task and `activity@<rule>` under `compute`; rows of
   task `training` hold the run's gradient norms (`grad_norm_last_epoch`, `grad_norm_max`, and
   the same of `decision_grad_norm`) from its training metrics;
-* `metrics.json`: per run, the headline metrics and MACs as % of the dense baseline
+* `headline.json`: per run, the headline metrics and MACs as % of the dense baseline
   (`dvc metrics show`);
 * `curves.csv`: one row per run with the headline metrics as columns (`dvc plots`).
 
@@ -313,14 +313,14 @@ def per_run_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[dict[str,
 
 
 def summarize(plan: Plan, root: Path = Path(".")) -> list[Path]:
-    """Write summary.csv, metrics.json and curves.csv of the plan's results; return the paths.
+    """Write summary.csv, headline.json and curves.csv of the plan's results; return the paths.
     Results older than the profile are refused (`check_current`)."""
     check_current(plan, root)
     rows = summary_rows(plan, root)
     out = root / layout.results_dir(plan.profile)
-    summary, metrics, curves = (out / name for name in layout.SUMMARY_FILES)
+    summary, headline, curves = (out / name for name in layout.SUMMARY_FILES)
     with locked(summary, "summary", hint="wait for the other `pag summarize`"):
-        for path in (summary, metrics, curves):
+        for path in (summary, headline, curves):
             remove_temporaries(path)  # what a summary killed while writing left
         write_csv(summary, SUMMARY_COLUMNS, rows)
         columns, runs = per_run_table(rows)
@@ -331,5 +331,5 @@ def summarize(plan: Plan, root: Path = Path(".")) -> list[Path]:
             }
             for run in runs
         }
-        write_json_atomic(metrics, nested)
-    return [summary, metrics, curves]
+        write_json_atomic(headline, nested)
+    return [summary, headline, curves]

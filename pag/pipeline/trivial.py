@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from pag import run_layout
 from pag.data import get_dataset
 from pag.errors import PagError
 from pag.fileio import remove_temporaries, write_json_atomic
@@ -98,7 +99,7 @@ def trivial_metrics(plan: Plan) -> dict[str, Any]:
 
 
 def write_trivial(plan: Plan, root: Path = Path(".")) -> Path:
-    return write_floor(plan, "trivial.json", trivial_metrics, root)
+    return write_floor(plan, run_layout.TRIVIAL, trivial_metrics, root)
 
 
 def write_floor(plan: Plan, name: str, metrics_of, root: Path = Path(".")) -> Path:

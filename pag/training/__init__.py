@@ -9,8 +9,6 @@ import importlib
 from typing import Any
 
 _LAZY = {
-    "METRICS_FILE": "pag.training.loop",
-    "PARAMS_FILE": "pag.training.loop",
     "train": "pag.training.loop",
     "model_weights": "pag.training.checkpoint",
     "RunParams": "pag.training.run_params",

@@ -24,15 +24,9 @@ import torch
 
 from pag.errors import PagError
 from pag.fileio import atomic_write, remove_temporaries
+from pag.run_layout import FINAL, LAST, checkpoint_dir
 
 FORMAT = 1
-CHECKPOINTS = "checkpoints"
-LAST = "last.pt"
-FINAL = "final.pt"
-
-
-def checkpoint_dir(run_dir: str | os.PathLike) -> Path:
-    return Path(run_dir) / CHECKPOINTS
 
 
 @contextlib.contextmanager

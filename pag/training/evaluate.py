@@ -94,6 +94,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pag import run_layout as layout
 from pag.data import get_dataset
 from pag.data.transforms import Normalize
 from pag.errors import PagError
@@ -111,14 +112,7 @@ from pag.metrics import (
 from pag.models.gating import GATE_RULES
 from pag.models.gating import gate_rule as decide_by
 from pag.training import checkpoint
-from pag.training.loop import (
-    METRICS_FILE,
-    PARAMS_FILE,
-    compute_settings,
-    read_run_params,
-    resolve_device,
-    seed_everything,
-)
+from pag.training.device import compute_settings, resolve_device
 from pag.training.provenance import (
     Provenance,
     comparable_params,
@@ -127,16 +121,16 @@ from pag.training.provenance import (
     recorded_provenance,
     weights_digest,
 )
+from pag.training.run_dir import read_run_params
 from pag.training.run_params import RunParams, differing_keys, resolve_threads
+from pag.training.seeds import seed_everything
 
-SAMPLES_FILE = "samples.npz"
 NEAR_BOUNDARY_PX = 2.0  # compute_allocation: "near" = within this distance of a boundary
 DEPTH_CAPS: dict[str, float] = {"nyuv2": NYU_MAX_DEPTH}  # metres; other datasets: no cap
 IGNORE_INDEX = 255
-
-
-def eval_dir(run_dir: str | os.PathLike, split: str) -> Path:
-    return Path(run_dir) / f"eval_{split}"
+# a run directory's own files, which an evaluation's outputs must not replace (and the
+# training metrics' older name: an evaluation there would make the run directory foreign)
+RUN_FILES = (layout.PARAMS, layout.TRAIN_METRICS, layout.LEGACY_TRAIN_METRICS)
 
 
 # -- loading -------------------------------------------------------------------------------------
@@ -150,11 +144,11 @@ def load_run(run_dir: str | os.PathLike) -> tuple[RunParams, Path]:
         raise PagError(f"{run_dir}: run directory not found")
     params = read_run_params(run_dir)
     if params is None:
-        raise PagError(f"{run_dir}: no {PARAMS_FILE}; not a `pag train` run directory")
-    final = checkpoint.checkpoint_dir(run_dir) / checkpoint.FINAL
+        raise PagError(f"{run_dir}: no {layout.PARAMS}; not a `pag train` run directory")
+    final = layout.final_checkpoint(run_dir)
     if not final.is_file():
         raise PagError(
-            f"{run_dir}: run not finished (no checkpoints/{checkpoint.FINAL}); "
+            f"{run_dir}: run not finished (no {layout.CHECKPOINTS}/{layout.FINAL}); "
             "run `pag train` to completion first"
         )
     return params, final
@@ -167,7 +161,7 @@ def checked_provenance(params: RunParams, final: Path) -> Provenance:
     if recorded.params_hash != params.digest():
         keys = differing_keys(recorded.params, comparable_params(params))
         raise PagError(
-            f"{final} was trained with other params than {final.parent.parent / PARAMS_FILE} "
+            f"{final} was trained with other params than {layout.params_file(final.parent.parent)} "
             f"({describe(keys or ['params_hash'])}); train the run again "
             "(`pag train --replace-stale`)"
         )
@@ -181,13 +175,11 @@ def check_outputs(run_dir: Path, metrics_path: Path, samples_path: Path) -> None
         raise PagError(f"{metrics_path}: the metrics and the samples cannot be one file")
     for path, what in ((metrics_path, "evaluation metrics"), (samples_path, "samples")):
         parent = path.resolve().parent
-        owner = parent.parent if parent.name == checkpoint.CHECKPOINTS else parent
-        if (owner / PARAMS_FILE).is_file() and (
-            parent != owner or path.name in (PARAMS_FILE, METRICS_FILE)
-        ):
+        owner = parent.parent if parent.name == layout.CHECKPOINTS else parent
+        if layout.params_file(owner).is_file() and (parent != owner or path.name in RUN_FILES):
             raise PagError(
                 f"{path}: is a training run's own file (of {owner}); give --out/--samples a "
-                f"path of their own (default {eval_dir(run_dir, '<split>')})"
+                f"path of their own (default {layout.eval_dir(run_dir, '<split>')})"
             )
         if path.is_dir():
             raise PagError(f"{path}: is a folder; the {what} go to a file")
@@ -541,8 +533,8 @@ def evaluate(
     if unknown:
         raise PagError(f"unknown gate rules {unknown}; expected some of {list(GATE_RULES)}")
     run_dir = Path(run_dir)
-    metrics_path = Path(out) if out is not None else eval_dir(run_dir, split) / METRICS_FILE
-    samples_path = Path(samples) if samples is not None else eval_dir(run_dir, split) / SAMPLES_FILE
+    metrics_path = Path(out) if out is not None else layout.eval_metrics_file(run_dir, split)
+    samples_path = Path(samples) if samples is not None else layout.samples_file(run_dir, split)
     params, final = load_run(run_dir)
     check_outputs(run_dir, metrics_path, samples_path)
     with locked(run_dir, "run directory", shared=True, hint="wait for its training to finish"):

@@ -5,8 +5,8 @@ rule evaluate:
     input:
         plan_field("eval", "deps"),
     output:
-        metrics=f"results/{NAME}/runs/{{run}}/metrics.json",
-        samples=f"runs/{NAME}/{{run}}/eval_{PROFILE.evaluation.split}/samples.npz",
+        metrics=layout.eval_metrics(PROFILE, "{run}"),
+        samples=layout.eval_samples(PROFILE, "{run}"),
     log:
         f"logs/{NAME}/evaluate/{{run}}.log",
     conda:

@@ -7,8 +7,8 @@ rule train:
     input:
         plan_field("train", "deps"),
     output:
-        checkpoint=f"runs/{NAME}/{{run}}/checkpoints/final.pt",
-        metrics=f"runs/{NAME}/{{run}}/metrics.json",
+        checkpoint=layout.final_checkpoint(PROFILE, "{run}"),
+        metrics=layout.train_metrics(PROFILE, "{run}"),
     log:
         f"logs/{NAME}/train/{{run}}.log",
     conda:
