@@ -58,6 +58,7 @@ def profile_option(default: str | None = "synthetic", help: str = ""):
     """`--profile NAME`: a profile by name (params/<NAME>.yaml) or file."""
     return click.option(
         "--profile",
+        metavar="NAME",
         default=default,
         show_default=default is not None,
         callback=_check_profile,

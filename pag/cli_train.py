@@ -18,7 +18,13 @@ from pag.cli_options import FILE, FOLDER, data_root_option, params_option, profi
     help="Instead of --params: a profile (params/<name>.yaml, or its file) and one of its runs "
     "(--run).",
 )
-@click.option("--run", "run_name", default=None, help="With --profile: the run, e.g. pag-0.5-s0.")
+@click.option(
+    "--run",
+    "run_name",
+    metavar="RUN",
+    default=None,
+    help="With --profile: the run, e.g. pag-0.5-s0.",
+)
 @click.option(
     "--out",
     "run_dir",

@@ -34,9 +34,6 @@ class _Formatter(logging.Formatter):
 class _StderrHandler(logging.StreamHandler):
     """Writes to whatever `sys.stderr` is at the time (tests and click's runner replace it)."""
 
-    def __init__(self) -> None:
-        super().__init__()
-
     @property
     def stream(self):  # type: ignore[override]
         return sys.stderr
