@@ -91,7 +91,7 @@ def test_flops_takes_a_profile_by_name():
     [
         ["plan"],
         ["flops"],
-        ["train", "--run", "dense-s0", "--out", "x"],
+        ["train", "--run", "dense-s0", "--out", "{tmp}/x"],
         ["report"],
         ["summarize"],
         ["dvc-yaml", "--check"],
@@ -99,7 +99,7 @@ def test_flops_takes_a_profile_by_name():
     ids=lambda command: command[0],
 )
 def test_a_wrong_profile_name_lists_the_profiles(command, tmp_path):
-    result = pag_cli([*command, "--profile", "tinny"])
+    result = pag_cli([arg.format(tmp=tmp_path) for arg in command] + ["--profile", "tinny"])
     assert result.code == 1 and result.out == ""
     assert result.err.startswith("error: unknown profile 'tinny' (no params/tinny.yaml)")
     assert len(result.err.splitlines()) == 1
