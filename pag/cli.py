@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from pag import __version__
+from pag import __version__, logs
 from pag.cli_data import data_group
 from pag.cli_evaluate import evaluate
 from pag.cli_models import flops
@@ -25,8 +25,15 @@ from pag.errors import PagError
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="pag")
-def cli() -> None:
-    """Pixel-wise Attentional Gating: data, training, evaluation and paper figures."""
+@click.option("-v", "--verbose", count=True, help="More diagnostics on stderr (-v: debug).")
+@click.option(
+    "-q", "--quiet", count=True, help="Fewer diagnostics on stderr (-q: no notes; -qq: errors)."
+)
+def cli(verbose: int, quiet: int) -> None:
+    """Pixel-wise Attentional Gating: data, training, evaluation and paper figures.
+
+    Results go to stdout; notes, warnings and debug lines to stderr."""
+    logs.configure(verbose - quiet)
 
 
 cli.add_command(data_group)

@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 
 import click
 
+from pag.cli_options import FOLDER, count_option, data_root_option, workers_option
 from pag.paths import data_root, dataset_dir
 
-
-def data_root_option(first_default: str = ""):
-    """The `--data-root`/`--root` option every command that reads data takes."""
-    return click.option(
-        "--data-root",
-        "--root",
-        "root",
-        type=click.Path(file_okay=False, path_type=Path),
-        default=None,
-        help=f"Data root holding <root>/<NAME>; default {first_default}$PAG_DATA, else data/ "
-        "in the project.",
-    )
+log = logging.getLogger(__name__)
 
 
 @click.group("data")
@@ -31,18 +22,14 @@ def data_group() -> None:
 @data_group.command("synth")
 @click.option(
     "--out",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=FOLDER,
     default=None,
     help="Output folder; default <data root>/synthetic.",
 )
 @click.option("--num", type=click.IntRange(min=1), required=True, help="Number of images.")
 @click.option("--seed", type=click.IntRange(min=0), required=True, help="Random seed.")
-@click.option(
-    "--start",
-    type=click.IntRange(min=0),
-    default=0,
-    show_default=True,
-    help="Index of the first image (images start..start+num-1).",
+@count_option(
+    "--start", default=0, minimum=0, help="Index of the first image (images start..start+num-1)."
 )
 @click.option("--height", type=click.IntRange(min=16), default=96, show_default=True)
 @click.option("--width", type=click.IntRange(min=16), default=128, show_default=True)
@@ -53,13 +40,7 @@ def data_group() -> None:
     show_default=True,
     help="Focal length as a fraction of the width.",
 )
-@click.option(
-    "--workers",
-    type=click.IntRange(min=1),
-    default=1,
-    show_default=True,
-    help="Parallel worker processes.",
-)
+@workers_option()
 @data_root_option()
 def synth(out, num, seed, start, height, width, focal_ratio, workers, root) -> None:
     """Render procedural indoor scenes with ground truth for all four tasks."""
@@ -131,7 +112,7 @@ def check(name, root) -> None:
     else:
         cls.check(target, report)
     for note in report.notes:
-        click.echo(f"note: {note}", err=True)
+        log.info("note: %s", note)
     for problem in report.problems:
         click.echo(f"problem: {problem}", err=True)
     if not report.ok:

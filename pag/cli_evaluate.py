@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from pag.cli_data import data_root_option
+from pag.cli_options import FILE, FOLDER, data_root_option
 
 
 @click.command("evaluate")
@@ -15,19 +15,19 @@ from pag.cli_data import data_root_option
     "--run",
     "run_dir",
     required=True,
-    type=click.Path(file_okay=False, path_type=Path),
+    type=FOLDER,
     help="Run directory written by `pag train` (params.yaml, checkpoints/final.pt).",
 )
 @click.option("--split", default="val", show_default=True, help="Dataset split to evaluate.")
 @click.option(
     "--out",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=FILE,
     default=None,
     help="Metrics file; default RUN_DIR/eval_<split>/metrics.json.",
 )
 @click.option(
     "--samples",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=FILE,
     default=None,
     help="Where the saved predictions go; default RUN_DIR/eval_<split>/samples.npz.",
 )

@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from pathlib import Path
 
 import click
 
-profile_option = click.option(
-    "--profile",
-    default="synthetic",
-    show_default=True,
-    help="Profile name (params/<name>.yaml) or file.",
-)
+from pag.cli_options import FILE, FOLDER, profile_option, workers_option
+
+log = logging.getLogger(__name__)
 
 
 @click.command("plan")
-@profile_option
+@profile_option()
 def plan(profile: str) -> None:
     """Print the profile's jobs, one JSON object per line: name, command, inputs, outputs,
     profile keys, threads (what Snakemake and DVC run)."""
@@ -36,7 +34,7 @@ def plan(profile: str) -> None:
 
 
 @click.command("summarize")
-@profile_option
+@profile_option()
 def summarize(profile: str) -> None:
     """Collect every run's evaluation into results/<profile>/summary.csv (tidy), headline.json
     (`dvc metrics show`) and curves.csv (`dvc plots show`)."""
@@ -48,7 +46,7 @@ def summarize(profile: str) -> None:
 
 
 @click.command("trivial")
-@profile_option
+@profile_option()
 def trivial(profile: str) -> None:
     """Score trivial constant predictors (majority class, mean depth, mean normal, constant
     boundary map) fitted on the training split: results/<profile>/trivial.json."""
@@ -59,14 +57,8 @@ def trivial(profile: str) -> None:
 
 
 @click.command("classical")
-@profile_option
-@click.option(
-    "--workers",
-    type=click.IntRange(min=1),
-    default=1,
-    show_default=True,
-    help="Processes scoring images in parallel (the result does not depend on it).",
-)
+@profile_option()
+@workers_option("Processes scoring images in parallel (the result does not depend on it).")
 def classical(profile: str, workers: int) -> None:
     """Score the classical edge detectors of the profile's evaluation.classical (Gaussian
     gradient magnitude, Canny) on its evaluation split against every annotator:
@@ -78,10 +70,10 @@ def classical(profile: str, workers: int) -> None:
 
 
 @click.command("report")
-@profile_option
+@profile_option()
 @click.option(
     "--out",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=FOLDER,
     default=None,
     help="Output folder [default: paper_figures/<profile>].",
 )
@@ -100,11 +92,11 @@ def report(profile: str, out: Path | None) -> None:
     for path in result.written:
         click.echo(f"wrote {path}")
     for what, why in result.skipped.items():
-        click.echo(f"warning: {what}: {why}", err=True)
+        log.warning("%s: %s", what, why)
 
 
 @click.command("dvc-yaml")
-@profile_option
+@profile_option()
 @click.option("--check", is_flag=True, help="Only check that the file is up to date.")
 def dvc_yaml(profile: str, check: bool) -> None:
     """Write the profile's dvc.yaml (the default profile's is ./dvc.yaml, others'
@@ -132,7 +124,7 @@ def weights_group() -> None:
 
 @weights_group.command("fetch")
 @click.option("--depth", type=click.Choice(["18", "34", "50", "101"]), required=True)
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("--out", type=FILE, required=True)
 def fetch_weights(depth: str, out: Path) -> None:
     """Download torchvision's ImageNet ResNet checkpoint (sha256 prefix checked)."""
     from pag.weights import fetch_imagenet

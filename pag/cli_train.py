@@ -8,34 +8,33 @@ from pathlib import Path
 
 import click
 
-from pag.cli_data import data_root_option
+from pag.cli_options import FILE, FOLDER, data_root_option, params_option, profile_option
 
 
 @click.command("train")
-@click.option(
-    "--params",
-    "params_file",
-    type=click.Path(dir_okay=False, path_type=Path),
+@params_option()
+@profile_option(
     default=None,
-    help="Run params YAML (e.g. params/examples/tiny_run.yaml).",
+    help="Instead of --params: a profile (params/<name>.yaml, or its file) and one of its runs "
+    "(--run).",
 )
 @click.option(
-    "--profile",
-    type=click.Path(dir_okay=False, path_type=Path),
+    "--run",
+    "run_name",
+    metavar="RUN",
     default=None,
-    help="Instead of --params: a profile (params/<name>.yaml) and one of its runs (--run).",
+    help="With --profile: the run, e.g. pag-0.5-s0.",
 )
-@click.option("--run", "run_name", default=None, help="With --profile: the run, e.g. pag-0.5-s0.")
 @click.option(
     "--out",
     "run_dir",
     required=True,
-    type=click.Path(file_okay=False, path_type=Path),
+    type=FOLDER,
     help="Run directory: params.yaml, checkpoints/, train_metrics.json. Resumed when it exists.",
 )
 @click.option(
     "--init-from",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=FILE,
     default=None,
     help="Start from this checkpoint's weights (a dense run's final.pt: the paper's "
     "plug-in-and-fine-tune protocol); recorded in the run's params.",
@@ -56,7 +55,7 @@ from pag.cli_data import data_root_option
 )
 def train(
     params_file: Path | None,
-    profile: Path | None,
+    profile: str | None,
     run_name: str | None,
     run_dir: Path,
     init_from: Path | None,
@@ -83,7 +82,7 @@ def train(
     if device is not None:
         overrides["device"] = device
     if (params_file is None) == (profile is None) or (profile is None) != (run_name is None):
-        raise click.UsageError("give either --params FILE, or --profile FILE and --run NAME")
+        raise click.UsageError("give either --params FILE, or --profile NAME and --run RUN")
     if profile is not None:
         from pag.pipeline.plan import load_plan, run_params
 

@@ -17,8 +17,11 @@
   is retried with backoff on "database is locked" and other transient SQLite errors.
   Experiments are got-or-created with a retry for the creation race. WAL needs a local file
   system: on a shared (NFS) file system, point `MLFLOW_TRACKING_URI` at an `mlflow server`.
-* **Never fails a job.** `log_run`, `start_parent` and `end_parent` catch every error, write one
-  warning line to stderr naming it, and return None.
+* **Never fails a job.** `log_run`, `start_parent` and `end_parent` catch every error, log one
+  warning naming it (on stderr), and return None.
+* **Quiet.** MLflow's, Alembic's and SQLAlchemy's own log lines (store creation, migrations,
+  MLflow's warnings) are silenced when the store is first used, unless `MLFLOW_LOGGING_LEVEL`
+  is set; `pag -v` shows what this module did.
 """
 
 from __future__ import annotations
@@ -26,12 +29,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import random
 import re
 import socket
 import sqlite3
-import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -69,6 +72,11 @@ BATCH_METRICS = 1000
 RETRIES = 12
 _T = TypeVar("_T")
 _READY: set[str] = set()  # tracking URIs whose store this process has initialised
+
+log = logging.getLogger(__name__)
+# loggers of MLflow and the libraries it drives, which write their own start-up lines ("Creating
+# initial MLflow database tables...", Alembic's "Context impl SQLiteImpl") to stderr
+THIRD_PARTY_LOGGERS = ("mlflow", "alembic", "sqlalchemy", "huey")
 
 
 # -- the store ----------------------------------------------------------------------------------
@@ -110,6 +118,15 @@ def _quiet() -> Iterator[None]:
         warnings.simplefilter("ignore", FutureWarning)
         warnings.simplefilter("ignore", PendingDeprecationWarning)
         yield
+
+
+def _silence_third_party() -> None:
+    """MLflow configures its loggers when imported (a handler of its own, level INFO): keep
+    what they say out of the command's output, unless `MLFLOW_LOGGING_LEVEL` asks for it."""
+    if os.environ.get("MLFLOW_LOGGING_LEVEL", "").strip():
+        return
+    for name in THIRD_PARTY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 @contextlib.contextmanager
@@ -207,6 +224,7 @@ def _client(uri: str):
     with _quiet():
         from mlflow.tracking import MlflowClient
 
+        _silence_third_party()
         client = MlflowClient(tracking_uri=uri)
         client._tracking_client.store  # noqa: B018  (builds the store: migrations run here)
     return client
@@ -299,8 +317,7 @@ def _key_of(value: str) -> str:
 
 def _warn(what: str, exc: BaseException) -> None:
     message = " ".join(str(exc).split())[:500]
-    print(f"warning: MLflow tracking: {what} failed: {type(exc).__name__}: {message}",
-          file=sys.stderr, flush=True)  # fmt: skip
+    log.warning("MLflow tracking: %s failed: %s: %s", what, type(exc).__name__, message)
 
 
 def _chunks(items: list[_T], size: int) -> Iterator[list[_T]]:
@@ -326,10 +343,12 @@ def log_run(
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     try:
-        return _log_run(Path(run_dir), kind, experiment, parent_run_id, metrics_file, uri)
+        run_id = _log_run(Path(run_dir), kind, experiment, parent_run_id, metrics_file, uri)
     except Exception as exc:
         _warn(f"logging {kind} run {run_dir}", exc)
         return None
+    log.debug("%s job %s is MLflow run %s (experiment %r)", kind, run_dir, run_id, experiment)
+    return run_id
 
 
 def _provenance_tags(provenance: Any) -> dict[str, Any]:
@@ -500,7 +519,9 @@ def track_job(
     """What `pag train` and `pag evaluate` call when they finish: `log_run` in the experiment
     $PAG_MLFLOW_EXPERIMENT (one per profile; else `experiment`, the run's name) under the parent
     run $PAG_MLFLOW_PARENT, unless $PAG_TRACKING is "0" or "off"."""
-    if os.environ.get(ENABLE_ENV, "").strip().lower() in ("0", "off", "false", "no"):
+    switch = os.environ.get(ENABLE_ENV, "").strip()
+    if switch.lower() in ("0", "off", "false", "no"):
+        log.debug("MLflow tracking is off ($%s=%s)", ENABLE_ENV, switch)
         return None
     parent = os.environ.get(PARENT_ENV, "").strip() or None
     experiment = os.environ.get(EXPERIMENT_ENV, "").strip() or experiment

@@ -1,9 +1,15 @@
-"""The installed `pag` command: help, exit codes and one-line errors instead of tracebacks."""
+"""The installed `pag` command: help, exit codes and one-line errors instead of tracebacks;
+one vocabulary (`--profile NAME`); diagnostics on stderr at the level `-v`/`-q` pick."""
 
 import json
+import logging
+import os
 import shutil
 import subprocess
 import sys
+
+import pytest
+from faults import make_synthetic, pag_cli, write_run_params
 
 
 def pag(*args, env=None):
@@ -69,3 +75,84 @@ def test_list_shows_registered_datasets(tmp_path):
     lines = out.stdout.splitlines()
     for name in ("bsds500", "cityscapes", "nyuv2", "stanford2d3d", "synthetic"):
         assert any(line.startswith(name) and line.endswith("absent") for line in lines), name
+
+
+def test_flops_takes_a_profile_by_name():
+    out = pag("flops", "--profile", "tiny")
+    assert out.returncode == 0, out.stderr
+    records = [json.loads(line) for line in out.stdout.splitlines()]
+    assert {r["profile"] for r in records} == {"tiny"}
+    assert records[0]["method"] == "dense" and records[0]["fraction_of_dense_baseline"] == 1.0
+    assert len(records) == len({(r["method"], r["budget"]) for r in records}) > 1
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["plan"],
+        ["flops"],
+        ["train", "--run", "dense-s0", "--out", "{tmp}/x"],
+        ["report"],
+        ["summarize"],
+        ["dvc-yaml", "--check"],
+    ],
+    ids=lambda command: command[0],
+)
+def test_a_wrong_profile_name_lists_the_profiles(command, tmp_path):
+    result = pag_cli([arg.format(tmp=tmp_path) for arg in command] + ["--profile", "tinny"])
+    assert result.code == 1 and result.out == ""
+    assert result.err.startswith("error: unknown profile 'tinny' (no params/tinny.yaml)")
+    assert len(result.err.splitlines()) == 1
+    listed = result.err.split("are: ")[1]
+    assert "synthetic" in listed and "tiny" in listed and "nyuv2" in listed
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.fixture
+def pag_logger():
+    """The `pag` logger as it was before the test (the CLI set up in this process changes it)."""
+    logger = logging.getLogger("pag")
+    handlers, level = list(logger.handlers), logger.level
+    yield logger
+    logger.handlers[:] = handlers
+    logger.setLevel(level)
+
+
+def test_quiet_hides_notes_and_verbose_shows_debug_lines(tmp_path, pag_logger):
+    root = make_synthetic(tmp_path, num=2)
+    extra = root / "synthetic" / "train" / "000099_rgb.png"
+    shutil.copy(next((root / "synthetic" / "train").glob("*_rgb.png")), extra)
+    check = ["data", "check", "synthetic", "--root", root]
+    noted = pag_cli(check)
+    assert noted.code == 0 and "ok (" in noted.out
+    assert noted.err.startswith("note: 1 files in ")
+    quiet = pag_cli(["-q", *check])
+    assert quiet.code == 0 and quiet.out == noted.out and quiet.err == ""
+
+    plain = pag_cli(["plan", "--profile", "tiny"])
+    verbose = pag_cli(["-v", "plan", "--profile", "tiny"])
+    assert plain.code == verbose.code == 0 and verbose.out == plain.out
+    assert "debug:" not in plain.err
+    assert "debug: pag.cli_options: profile 'tiny' is params/tiny.yaml" in verbose.err
+
+
+def test_a_tracked_command_prints_no_mlflow_start_up_lines(tmp_path):
+    """A first job on a fresh store: MLflow creates and migrates its tables (and says so through
+    its own and Alembic's loggers); none of that reaches the command's output."""
+    data = make_synthetic(tmp_path / "data", num=6)
+    params = write_run_params(tmp_path / "run.yaml", training={"epochs": 1})
+    env = {
+        **os.environ,
+        "PAG_TRACKING": "1",
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}",
+    }
+    env.pop("MLFLOW_LOGGING_LEVEL", None)
+    args = ["train", "--params", params, "--out", tmp_path / "run", "--root", data]
+    out = pag("-v", *map(str, args), env=env)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["epochs"] == 1
+    assert "debug: pag.tracking: train job" in out.stderr  # tracked, with -v
+    for line in out.stderr.splitlines():
+        assert "alembic" not in line.lower() and "mlflow." not in line.lower(), line
+        assert "database tables" not in line and "Context impl" not in line, line
+    assert (tmp_path / "store" / "mlflow.db").is_file()

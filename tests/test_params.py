@@ -29,6 +29,11 @@ def write(tmp_path, profile):
     return path
 
 
+def write_profile(tmp_path, profile):
+    """A profile file named after the profile, as `--profile` wants it."""
+    return write(tmp_path, profile).rename(tmp_path / f"{profile['name']}.yaml")
+
+
 def test_the_default_profile_is_valid():
     profile = load_profile("params/synthetic.yaml")
     assert profile.dataset == "synthetic" and set(profile.tasks) == {
@@ -80,7 +85,7 @@ def test_missing_key_and_bad_file(tmp_path):
 
 def test_flops_command_prints_one_json_line_per_run(tmp_path):
     out = subprocess.run(
-        [sys.executable, "-m", "pag", "flops", "--params", str(write(tmp_path, TINY))],
+        [sys.executable, "-m", "pag", "flops", "--profile", str(write_profile(tmp_path, TINY))],
         capture_output=True,
         text=True,
         timeout=120,
@@ -116,8 +121,8 @@ def test_flops_command_rejects_a_bad_profile_in_one_line(tmp_path):
             "-m",
             "pag",
             "flops",
-            "--params",
-            str(write(tmp_path, {**TINY, "methods": {"x": [1]}})),
+            "--profile",
+            str(write_profile(tmp_path, {**TINY, "methods": {"x": [1]}})),
         ],
         capture_output=True,
         text=True,

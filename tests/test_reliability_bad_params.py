@@ -86,7 +86,7 @@ def project(tmp_path, monkeypatch):
 COMMANDS = {
     "plan": ["plan", "--profile", "params/tiny.yaml"],
     "train": ["train", "--profile", "params/tiny.yaml", "--run", "dense-s0", "--out", "run"],
-    "flops": ["flops", "--params", "params/tiny.yaml"],
+    "flops": ["flops", "--profile", "params/tiny.yaml"],
 }
 
 

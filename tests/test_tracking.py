@@ -269,22 +269,22 @@ def test_parent_grouping(store, tmp_path):
 # -- failures never fail the job -------------------------------------------------------------------
 
 
-def test_failure_warns_and_returns_none(tmp_path, monkeypatch, capsys):
+def test_failure_warns_and_returns_none(tmp_path, monkeypatch, caplog):
     write_train_run(tmp_path / "run")
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
     monkeypatch.setenv(tracking.TRACKING_ENV, f"sqlite:///{blocker}/sub/mlflow.db")
     assert tracking.log_run(tmp_path / "run", "train", experiment="exp") is None
     assert tracking.start_parent("exp", "p") is None
-    err = capsys.readouterr().err
-    assert "warning: MLflow tracking: logging train run" in err
-    assert "NotADirectoryError" in err or "FileExistsError" in err
+    warned = [r for r in caplog.records if r.name == "pag.tracking" and r.levelname == "WARNING"]
+    assert "MLflow tracking: logging train run" in warned[0].getMessage()
+    assert "NotADirectoryError" in caplog.text or "FileExistsError" in caplog.text
 
 
-def test_missing_metrics_warns(store, tmp_path, capsys):
+def test_missing_metrics_warns(store, tmp_path, caplog):
     (tmp_path / "run").mkdir()
     assert tracking.log_run(tmp_path / "run", "train", experiment="exp") is None
-    assert "FileNotFoundError" in capsys.readouterr().err
+    assert "FileNotFoundError" in caplog.text
 
 
 def test_bad_kind_is_a_programming_error(tmp_path):
