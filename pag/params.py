@@ -281,14 +281,51 @@ class InputParams(Params):
             raise ValueError(f"train_split must list distinct splits, got {split}")
         return split
 
+
+class ExperimentParams(InputParams):
+    """What a profile and each of its runs share: the dataset, tasks, training crop, model and
+    inputs. One schema for both, so a profile and a run file are checked alike."""
+
+    dataset: str
+    tasks: dict[str, int | None]
+    input_size: tuple[int, int] = Field(description="(height, width) of training crops")
+    model: ModelParams = ModelParams()
+
+    _known_dataset = field_validator("dataset")(lambda cls, name: known_dataset(name))
+    _known_tasks = field_validator("tasks")(lambda cls, tasks: known_tasks(tasks))
+
+    @field_validator("input_size")
+    @classmethod
+    def _positive_size(cls, size: tuple[int, int]) -> tuple[int, int]:
+        if min(size) < 8:
+            raise ValueError(f"input_size must be at least 8 x 8, got {list(size)}")
+        return size
+
     @model_validator(mode="after")
-    def _rotatable(self) -> InputParams:
+    def _rotatable(self) -> ExperimentParams:
         rotated = self.augmentation is not None and set(self.augmentation.rotations) != {0}
-        if rotated and "normals" in getattr(self, "tasks", {}):
+        if rotated and "normals" in self.tasks:
             raise ValueError(
                 "augmentation.rotations: normals would need rotating with the image; use [0]"
             )
         return self
+
+    def check_run(
+        self, method: str, budget: Any, model: ModelParams, training: TrainingParams
+    ) -> float | int | None:
+        """The one check of a run, for profiles and run files alike: the method, its budget
+        and the model it is built on (`check_method`), and a schedule weighting only these
+        tasks. The validated budget, or a ValueError naming the key."""
+        try:
+            budget = check_method(method, budget, model)
+        except ValueError as exc:
+            raise ValueError(f"budget: {exc}") from None
+        unknown = sorted(set(training.loss_weights) - set(self.tasks))
+        if unknown:
+            raise ValueError(
+                f"training.loss_weights: {unknown} are not among the tasks {list(self.tasks)}"
+            )
+        return budget
 
 
 class SyntheticData(Params):
@@ -369,19 +406,15 @@ class Variant(Params):
         return model
 
 
-class Profile(InputParams):
+class Profile(ExperimentParams):
     """An experiment: dataset, tasks, model, the dense baseline's and the fine-tuning schedule,
     every method's budget sweep, seeds, evaluation and resources (`pag.pipeline` expands it
     into jobs)."""
 
     name: str = Field(pattern=r"^[a-z0-9_][a-z0-9_-]*$")
-    dataset: str
     data: SyntheticData | None = Field(
         default=None, description="synthetic dataset only: how to render it"
     )
-    tasks: dict[str, int | None]
-    input_size: tuple[int, int] = Field(description="(height, width) of training crops")
-    model: ModelParams = ModelParams()
     fetch_from: str | None = Field(
         default=None,
         description="fetched datasets: install from this local copy (an archive, a folder "
@@ -413,9 +446,6 @@ class Profile(InputParams):
     )
     evaluation: EvaluationParams = EvaluationParams()
     resources: ResourceParams = ResourceParams()
-
-    _known_dataset = field_validator("dataset")(lambda cls, name: known_dataset(name))
-    _known_tasks = field_validator("tasks")(lambda cls, tasks: known_tasks(tasks))
 
     @field_validator("variants")
     @classmethod
@@ -479,12 +509,6 @@ class Profile(InputParams):
                 self.model_of(name)
             except ValidationError as exc:
                 raise ValueError(f"variants.{name}.model: {_problems(exc)}") from None
-        for method, budgets in self.methods.items():
-            for budget in budgets:
-                try:
-                    check_method(self.base_method(method), budget, self.model_of(method))
-                except ValueError as exc:
-                    raise ValueError(f"methods.{method}: {exc}") from None
         if self.evaluation.classical and "boundary" not in self.tasks:
             raise ValueError(
                 "evaluation.classical: the classical edge detectors are scored on the boundary "
@@ -528,11 +552,28 @@ class Profile(InputParams):
                 self.training_of(method)
             except ValidationError as exc:
                 raise ValueError(f"method_training.{method}: {_problems(exc)}") from None
-        for section in ("baseline", "finetune"):
-            unknown = sorted(set(getattr(self, section).loss_weights) - set(self.tasks))
-            if unknown:
-                raise ValueError(f"{section}.loss_weights: {unknown} are not tasks of this profile")
+        for method, budget in self.runs():  # each run as its run file is checked
+            try:
+                self.check_run(
+                    self.base_method(method),
+                    budget,
+                    self.model_of(method),
+                    self.training_of(method),
+                )
+            except ValueError as exc:
+                key, _, problem = str(exc).partition(": ")
+                where = f"methods.{method}" if key == "budget" else self._schedule_key(method)
+                raise ValueError(f"{where}: {problem}") from None
         return self
+
+    def _schedule_key(self, method: str) -> str:
+        """Where the loss weights `method` trains with are set in the profile."""
+        if registry.get(self.base_method(method)).from_scratch:
+            return "baseline.loss_weights"
+        for name in (method, self.base_method(method)):
+            if "loss_weights" in self.method_training.get(name, {}):
+                return f"method_training.{name}.loss_weights"
+        return "finetune.loss_weights"
 
     def base_method(self, name: str) -> str:
         """The method a name of `methods` builds: itself, or a variant's method."""

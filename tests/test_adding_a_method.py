@@ -19,6 +19,7 @@ import torch
 import yaml
 
 from pag.cli import cli
+from pag.errors import PagError
 from pag.methods import registry
 from pag.methods.registry import Budget, Method, Style, gated_blocks
 from pag.models import gating
@@ -133,3 +134,34 @@ def test_a_method_registered_in_a_test_runs_through_the_whole_pipeline(
     for name in ("accuracy_vs_compute.png", "ponder_maps_checkerboard.png", "layer_activity.png"):
         assert (figures / name).is_file(), name
     assert "| checkerboard | 0.5 | 1 |" in (figures / "summary_table.md").read_text()
+
+
+def test_an_installed_package_adds_its_methods_through_an_entry_point(monkeypatch):
+    """`[project.entry-points."pag.methods"]` modules are imported when the registry is first
+    read, so every process the pipeline starts knows their methods."""
+
+    class EntryPoint:  # what importlib.metadata returns for a declared module
+        def load(self):
+            registry.register(CHECKERBOARD)
+
+    monkeypatch.setattr(registry, "_loaded", False)
+    monkeypatch.setattr(
+        registry,
+        "entry_points",
+        lambda group: [EntryPoint()] if group == registry.ENTRY_POINT_GROUP else [],
+    )
+    try:
+        assert "checkerboard" in registry.names()
+        assert registry.get("checkerboard").budget.check("checkerboard", 0.25, 8) == 0.25
+    finally:
+        registry.unregister(CHECKERBOARD.name)
+
+
+def test_the_registry_describes_the_papers_roles_once():
+    assert registry.baseline().name == "dense"
+    assert registry.reference().name == "dense_ft"
+    assert registry.names()[:2] == ["dense", "dense_ft"]
+    with pytest.raises(PagError, match=r"unknown method 'pagg'; expected one of \['dense'"):
+        registry.get("pagg")
+    with pytest.raises(PagError, match="registered twice"):
+        registry.register(Method("pag", Style("Other", "#000000", "o", "-")))

@@ -132,3 +132,31 @@ def test_flops_command_rejects_a_bad_profile_in_one_line(tmp_path):
         out.returncode == 1 and out.stderr.startswith("error: ") and "unknown method" in out.stderr
     )
     assert out.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"input_size": [4, 48]}, r"input_size: input_size must be at least 8 x 8"),
+        (
+            {"method_training": {"pag": {"loss_weights": {"edges": 1}}}},
+            r"method_training\.pag\.loss_weights: \['edges'\] are not among the tasks",
+        ),
+        (
+            {"baseline": {**TINY["baseline"], "loss_weights": {"edges": 1}}},
+            r"baseline\.loss_weights: \['edges'\] are not among the tasks",
+        ),
+        (
+            {
+                "model": {**TINY["model"], "boundary_head": "side_outputs"},
+                "tasks": {"boundary": None},
+            },
+            r"methods\.truncation: truncation_mode 'rebuild_heads' removes stages",
+        ),
+    ],
+)
+def test_a_profile_checks_each_run_as_its_run_file_is_checked(tmp_path, change, message):
+    """One schema path: what a run file refuses, the profile that would make it refuses too,
+    naming the profile's key (`ExperimentParams.check_run`)."""
+    with pytest.raises(PagError, match=message):
+        load_profile(write(tmp_path, {**TINY, **change}))

@@ -4,6 +4,7 @@ keys each job depends on, so a change reruns exactly the jobs it touches."""
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -13,6 +14,8 @@ from pag.params import load_profile
 from pag.pipeline import dvcyaml
 from pag.pipeline.plan import load_plan, parse_run, run_params, sweep
 from pag.training.run_params import validate_run_params
+
+ROOT = Path(__file__).resolve().parents[1]
 
 TINY = "params/tiny.yaml"
 
@@ -296,3 +299,20 @@ def test_cli_plan_and_dvc_yaml_check(tmp_path):
         text=True,
     )
     assert bad.returncode == 1 and "none.yaml: profile not found" in bad.stderr
+
+
+def test_the_plan_and_dvc_yaml_import_neither_torch_matplotlib_mlflow_nor_the_report():
+    """What Snakemake and `pag dvc-yaml` load for every job stays light (issue 16)."""
+    code = (
+        "import sys\n"
+        "from pag.pipeline import dvcyaml\n"
+        "from pag.pipeline.plan import load_plan\n"
+        "for name in ('synthetic', 'tiny', 'ablation_gates', 'bsds500-cpu', 'nyuv2'):\n"
+        "    load_plan(name)\n"
+        "heavy = ('torch', 'matplotlib', 'mlflow', 'pandas', 'pag.report', 'pag.models')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == "[]", done.stdout + done.stderr

@@ -266,7 +266,7 @@ def test_nan_stops_naming_step_and_term_and_keeps_the_last_checkpoint(
         ({"method": "pag"}, None, r"method 'pag' needs a finite numeric budget"),
         ({"method": "dense", "budget": 0.5}, None, r"has no budget knob"),
         ({"dataset": "imagenet"}, None, r"dataset: unknown dataset 'imagenet'"),
-        (None, {"loss_weights": {"edges": 1}}, r"\['edges'\] are not tasks of this run"),
+        (None, {"loss_weights": {"edges": 1}}, r"\['edges'\] are not among the tasks"),
     ],
 )
 def test_bad_params_give_one_clear_error_and_write_nothing(

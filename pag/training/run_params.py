@@ -24,14 +24,10 @@ from pydantic import (
 from pag.errors import PagError
 from pag.methods import registry
 from pag.params import (  # noqa: F401  (TrainingParams, TemperatureSchedule: re-exported)
-    InputParams,
+    ExperimentParams,
     ModelParams,
-    Params,
     TemperatureSchedule,
     TrainingParams,
-    check_method,
-    known_dataset,
-    known_tasks,
 )
 from pag.yamlio import load_yaml
 
@@ -43,18 +39,14 @@ LOCATION_KEYS = ("data_root", "init_from", "pretrained", "experiment")
 OMITTED_AT_DEFAULT = ("input_scale", "augmentation", "model.boundary_head")
 
 
-class RunParams(InputParams):
+class RunParams(ExperimentParams):
     """One training run. `init_from` paths are made absolute when validated."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     experiment: str | None = Field(
         default=None, description="MLflow experiment (pipelines: the profile); else the name"
     )
-    dataset: str
     data_root: str | None = Field(default=None, description="else --data-root, $PAG_DATA, data/")
-    tasks: dict[str, int | None]
-    input_size: tuple[int, int] = Field(description="(height, width) of training crops")
-    model: ModelParams = ModelParams()
     method: str = Field(default_factory=lambda: registry.baseline().name)
     budget: float | int | None = None
     init_from: str | None = Field(default=None, description="checkpoint whose weights start")
@@ -66,16 +58,6 @@ class RunParams(InputParams):
     seed: int = Field(default=0, ge=0)
     threads: int | None = Field(default=None, ge=1, description="else the environment's")
     device: Literal["cpu", "cuda", "auto"] = "cpu"
-
-    _known_dataset = field_validator("dataset")(lambda cls, name: known_dataset(name))
-    _known_tasks = field_validator("tasks")(lambda cls, tasks: known_tasks(tasks))
-
-    @field_validator("input_size")
-    @classmethod
-    def _positive_size(cls, size: tuple[int, int]) -> tuple[int, int]:
-        if min(size) < 8:
-            raise ValueError(f"input_size must be at least 8 x 8, got {list(size)}")
-        return size
 
     @field_validator("method")
     @classmethod
@@ -97,14 +79,8 @@ class RunParams(InputParams):
 
     @model_validator(mode="after")
     def _consistent(self) -> RunParams:
-        try:
-            budget = check_method(self.method, self.budget, self.model)
-        except ValueError as exc:
-            raise ValueError(f"budget: {exc}") from None
+        budget = self.check_run(self.method, self.budget, self.model, self.training)
         object.__setattr__(self, "budget", budget)
-        unknown = sorted(set(self.training.loss_weights) - set(self.tasks))
-        if unknown:
-            raise ValueError(f"training.loss_weights: {unknown} are not tasks of this run")
         return self
 
     def resolved(self) -> dict[str, Any]:
@@ -137,11 +113,24 @@ class RunParams(InputParams):
         return build_model(self.method, self.budget, tasks=self.tasks, **self.model.build_kwargs())
 
 
-_OWN = [key for key in RunParams.model_fields if key not in InputParams.model_fields]
+# the key order params.yaml and checkpoints have always had
 _RESOLVED_ORDER = [
-    *_OWN[: _OWN.index("tasks")],
+    "name",
+    "experiment",
+    "dataset",
+    "data_root",
     "train_split",
-    *_OWN[_OWN.index("tasks") :],
+    "tasks",
+    "input_size",
+    "model",
+    "method",
+    "budget",
+    "init_from",
+    "pretrained",
+    "training",
+    "seed",
+    "threads",
+    "device",
     "input_scale",
     "augmentation",
 ]
