@@ -40,15 +40,14 @@ def data_root(tmp_path_factory):
     return root
 
 
-def test_a_stale_run_directory_is_replaced_only_when_asked(tmp_path, data_root):
+def test_a_stale_run_directory_is_replaced_only_when_asked(tmp_path, data_root, caplog):
     run_dir = tmp_path / "run"
     train(params(), run_dir, data_root=data_root, stream=io.StringIO())
     other = params(seed=1)
     with pytest.raises(PagError, match=r"other params \(seed differ"):
         train(other, run_dir, data_root=data_root, stream=io.StringIO())
-    stream = io.StringIO()
-    train(other, run_dir, data_root=data_root, stream=stream, replace_stale=True)
-    assert "held a run with other inputs: starting over" in stream.getvalue()
+    train(other, run_dir, data_root=data_root, stream=io.StringIO(), replace_stale=True)
+    assert "held a run with other inputs: starting over" in caplog.text
     fresh = tmp_path / "fresh"
     train(other, fresh, data_root=data_root, stream=io.StringIO())
     replaced = checkpoint.model_weights(run_dir / "checkpoints/final.pt")

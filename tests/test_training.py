@@ -98,7 +98,7 @@ def test_two_runs_are_bit_identical(tmp_path, data_root, reference):
 
 
 def test_a_finished_run_of_an_older_layout_is_adopted_not_trained_again(
-    tmp_path, data_root, reference
+    tmp_path, data_root, reference, caplog
 ):
     """Older pag wrote a run's training metrics as `metrics.json`: such a run directory is
     still a run directory, its metrics are renamed `train_metrics.json`, and the finished run
@@ -110,12 +110,11 @@ def test_a_finished_run_of_an_older_layout_is_adopted_not_trained_again(
     (old / "train_metrics.json").rename(old / "metrics.json")
     final = (old / "checkpoints" / "final.pt").read_bytes()
     params = load_run_params(write_params(tmp_path / "dense.yaml"))
-    stream = io.StringIO()
-    metrics = train(params, old, data_root=data_root, stream=stream, tty=False)
+    metrics = train(params, old, data_root=data_root, stream=io.StringIO(), tty=False)
     assert metrics == json.loads((ref_dir / "train_metrics.json").read_text())
     assert not (old / "metrics.json").exists() and (old / "train_metrics.json").is_file()
     assert (old / "checkpoints" / "final.pt").read_bytes() == final
-    assert "renamed metrics.json to train_metrics.json" in stream.getvalue()
+    assert "renamed metrics.json to train_metrics.json" in caplog.text
 
     (old / "metrics.json").write_text(json.dumps({"split": "val"}))
     with pytest.raises(

@@ -19,8 +19,8 @@ bit, as one that was never interrupted (on the same machine and thread count).
 
 from __future__ import annotations
 
+import logging
 import os
-import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -66,6 +66,8 @@ from pag.training.state import (
     save_final,
 )
 from pag.training.step import StepSettings, train_step
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -123,7 +125,7 @@ def _train_locked(job: TrainingJob) -> dict[str, Any]:
     replace_stale = job.replace_stale
     resuming_dir = check_same_params(run_dir, params, job.source, replace_stale=replace_stale)
     if resuming_dir and world.rank == 0:
-        adopt_legacy_metrics(run_dir, job.stream or sys.stderr)
+        adopt_legacy_metrics(run_dir)
     stale = resuming_dir is None
     last_path = layout.last_checkpoint(run_dir)
     final_path = layout.final_checkpoint(run_dir)
@@ -155,7 +157,7 @@ def _train_locked(job: TrainingJob) -> dict[str, Any]:
 
     distributed.per_rank_batch(params.training.batch_size, world)
     if stale and world.rank == 0:
-        (job.stream or sys.stderr).write(f"{run_dir} held a run with other inputs: starting over\n")
+        log.warning("%s held a run with other inputs: starting over", run_dir)
         discard_run(run_dir)
 
     with distributed.process_group(world, device), compute_settings(threads, device):

@@ -9,9 +9,10 @@ finished run of older code is found finished, not trained again (nor its metrics
 
 from __future__ import annotations
 
+import logging
 import shutil
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import yaml
 
@@ -21,6 +22,8 @@ from pag.fileio import atomic_write, foreign_entries, names_shown, read_json
 from pag.training.provenance import Provenance, comparable_params
 from pag.training.run_params import RunParams, differing_keys, validate_run_params
 from pag.yamlio import load_yaml
+
+log = logging.getLogger(__name__)
 
 
 def read_run_params(run_dir: Path) -> RunParams | None:
@@ -81,7 +84,7 @@ def is_legacy_metrics(path: Path) -> bool:
         return layout.params_file(path.parent).is_file()
 
 
-def adopt_legacy_metrics(run_dir: Path, stream: TextIO) -> None:
+def adopt_legacy_metrics(run_dir: Path) -> None:
     """An older pag's training metrics (`metrics.json`) renamed to `train_metrics.json`,
     where the run directory holds no `train_metrics.json` yet."""
     legacy = run_dir / layout.LEGACY_TRAIN_METRICS
@@ -89,9 +92,11 @@ def adopt_legacy_metrics(run_dir: Path, stream: TextIO) -> None:
     if current.exists() or not legacy.is_file() or not is_legacy_metrics(legacy):
         return
     legacy.replace(current)
-    stream.write(
-        f"{run_dir}: renamed {legacy.name} to {current.name} (training metrics have that "
-        "name now)\n"
+    log.warning(
+        "%s: renamed %s to %s (training metrics have that name now)",
+        run_dir,
+        legacy.name,
+        current.name,
     )
 
 
