@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from pag.cli_options import FOLDER, count_option, data_root_option, workers_option
+from pag.cli_options import FOLDER, count_option, data_root_option, profile_option, workers_option
 from pag.paths import data_root, dataset_dir
 
 log = logging.getLogger(__name__)
@@ -26,13 +26,18 @@ def data_group() -> None:
     default=None,
     help="Output folder; default <data root>/synthetic.",
 )
-@click.option("--num", type=click.IntRange(min=1), required=True, help="Number of images.")
-@click.option("--seed", type=click.IntRange(min=0), required=True, help="Random seed.")
+@profile_option(
+    default=None,
+    help="Render what this profile needs (its data: count, seed, size) into its data folder, "
+    "instead of --out/--num/--seed/--height/--width.",
+)
+@click.option("--num", type=click.IntRange(min=1), default=None, help="Number of images.")
+@click.option("--seed", type=click.IntRange(min=0), default=None, help="Random seed.")
 @count_option(
     "--start", default=0, minimum=0, help="Index of the first image (images start..start+num-1)."
 )
-@click.option("--height", type=click.IntRange(min=16), default=96, show_default=True)
-@click.option("--width", type=click.IntRange(min=16), default=128, show_default=True)
+@click.option("--height", type=click.IntRange(min=16), default=None, help="[default: 96]")
+@click.option("--width", type=click.IntRange(min=16), default=None, help="[default: 128]")
 @click.option(
     "--focal-ratio",
     type=float,
@@ -42,12 +47,19 @@ def data_group() -> None:
 )
 @workers_option()
 @data_root_option()
-def synth(out, num, seed, start, height, width, focal_ratio, workers, root) -> None:
-    """Render procedural indoor scenes with ground truth for all four tasks."""
+def synth(profile, out, num, seed, start, height, width, focal_ratio, workers, root) -> None:
+    """Render procedural indoor scenes with ground truth for all four tasks: NUM images from
+    SEED at HEIGHT x WIDTH, or with --profile what that profile needs, where it reads them."""
     from pydantic import ValidationError
 
     from pag.data.synthetic.writer import SynthParams, generate, split_counts
     from pag.errors import PagError
+
+    if profile is not None:
+        out, num, seed, height, width = _profile_synth(profile, out, num, seed, height, width)
+    elif num is None or seed is None:
+        raise click.UsageError("give --num and --seed, or --profile NAME")
+    height, width = height or 96, width or 128
 
     try:
         params = SynthParams(seed=seed, height=height, width=width, focal_ratio=focal_ratio)
@@ -64,6 +76,25 @@ def synth(out, num, seed, start, height, width, focal_ratio, workers, root) -> N
     )
     counts = ", ".join(f"{k} {v}" for k, v in split_counts(manifest).items())
     click.echo(f"wrote images {start}..{start + num - 1} to {out} (manifest: {counts})")
+
+
+def _profile_synth(profile: str, *given) -> tuple:
+    """(out, num, seed, height, width) of the profile's synthetic data; explicit options
+    beside --profile are refused, so the data is exactly what the profile's runs read."""
+    from pag.pipeline.plan import data_command, dataset_path, load_plan
+
+    if any(value is not None for value in given):
+        raise click.UsageError(
+            "--profile sets --out, --num, --seed, --height and --width; give either"
+        )
+    spec = load_plan(profile).profile
+    if spec.data is None:
+        raise click.UsageError(
+            f"profile {spec.name} uses the {spec.dataset} dataset, which is fetched, not "
+            f"rendered: {data_command(spec)}"
+        )
+    d = spec.data
+    return Path(dataset_path(spec)), d.num, d.seed, d.height, d.width
 
 
 @data_group.command("fetch")

@@ -8,8 +8,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -52,6 +54,23 @@ def _check_profile(_ctx: click.Context, _param: click.Parameter, value: str | No
         )
     log.debug("profile %r is %s", value, path)
     return value
+
+
+@contextlib.contextmanager
+def data_hint(plan) -> Iterator[None]:
+    """A missing dataset's error, completed with the command that makes it for this profile
+    (its count, seed and size, or its fetch), as the pipeline's data job runs it."""
+    from pag.errors import DataMissing
+    from pag.pipeline.plan import data_command
+
+    try:
+        yield
+    except DataMissing as exc:
+        profile = plan.profile
+        short = f" (or `pag data synth --profile {profile.name}`)" if profile.data else ""
+        raise PagError(
+            f"{exc.what}; profile {profile.name} makes it with `{data_command(profile)}`{short}"
+        ) from None
 
 
 def profile_option(default: str | None = "synthetic", help: str = ""):

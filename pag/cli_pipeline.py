@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from pag.cli_options import FILE, FOLDER, profile_option, workers_option
+from pag.cli_options import FILE, FOLDER, data_hint, profile_option, workers_option
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,9 @@ def trivial(profile: str) -> None:
     from pag.pipeline.plan import load_plan
     from pag.pipeline.trivial import write_trivial
 
-    click.echo(f"wrote {write_trivial(load_plan(profile))}")
+    plan = load_plan(profile)
+    with data_hint(plan):
+        click.echo(f"wrote {write_trivial(plan)}")
 
 
 @click.command("classical")
@@ -66,7 +68,9 @@ def classical(profile: str, workers: int) -> None:
     from pag.pipeline.classical import write_classical
     from pag.pipeline.plan import load_plan
 
-    click.echo(f"wrote {write_classical(load_plan(profile), workers=workers)}")
+    plan = load_plan(profile)
+    with data_hint(plan):
+        click.echo(f"wrote {write_classical(plan, workers=workers)}")
 
 
 @click.command("report")
@@ -88,7 +92,8 @@ def report(profile: str, out: Path | None) -> None:
 
     plan = load_plan(profile)
     check_current(plan)  # results older than the profile are refused, naming the runs
-    result = make_report(report_inputs(plan), out or Path(figures_dir(plan.profile)))
+    with data_hint(plan):
+        result = make_report(report_inputs(plan), out or Path(figures_dir(plan.profile)))
     for path in result.written:
         click.echo(f"wrote {path}")
     for what, why in result.skipped.items():

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
 
 import click
 
-from pag.cli_options import FILE, FOLDER, data_root_option, params_option, profile_option
+from pag.cli_options import (
+    FILE,
+    FOLDER,
+    data_hint,
+    data_root_option,
+    params_option,
+    profile_option,
+)
 
 
 @click.command("train")
@@ -83,16 +91,21 @@ def train(
         overrides["device"] = device
     if (params_file is None) == (profile is None) or (profile is None) != (run_name is None):
         raise click.UsageError("give either --params FILE, or --profile NAME and --run RUN")
+    hint = contextlib.nullcontext()
     if profile is not None:
         from pag.pipeline.plan import load_plan, run_params
 
         plan = load_plan(profile)
         source = f"{profile} (run {run_name})"
         params = validate_run_params({**run_params(plan.profile, run_name), **overrides}, source)
+        hint = data_hint(plan)
     else:
         source = str(params_file)
         params = load_run_params(params_file, overrides=overrides)
-    metrics = train_run(params, run_dir, data_root=root, source=source, replace_stale=replace_stale)
+    with hint:
+        metrics = train_run(
+            params, run_dir, data_root=root, source=source, replace_stale=replace_stale
+        )
     if os.environ.get("RANK", "0") != "0":
         return  # under torchrun, rank 0 reports and tracks the run
     from pag.tracking import track_job  # MLflow mirrors the finished run; it cannot fail it

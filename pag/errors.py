@@ -10,6 +10,16 @@ class DataError(PagError):
     """A dataset file is missing, corrupt, or not in the expected format."""
 
 
+class DataMissing(DataError):
+    """A dataset that is not there (not generated, fetched or installed yet): `what` is
+    missing and a general `hint`; commands that know the profile replace the hint with the
+    command that makes it for that profile."""
+
+    def __init__(self, what: str, hint: str):
+        super().__init__(f"{what}; {hint}")
+        self.what, self.hint = what, hint
+
+
 class ChecksumError(DataError):
     """A file's size or digest differs from the recorded one."""
 

@@ -7,9 +7,12 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from faults import make_synthetic, pag_cli, write_run_params
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def pag(*args, env=None):
@@ -156,3 +159,42 @@ def test_a_tracked_command_prints_no_mlflow_start_up_lines(tmp_path):
         assert "alembic" not in line.lower() and "mlflow." not in line.lower(), line
         assert "database tables" not in line and "Context impl" not in line, line
     assert (tmp_path / "store" / "mlflow.db").is_file()
+
+
+def _tiny_project(tmp_path, monkeypatch):
+    """A project folder holding only the tiny profile (no data)."""
+    (tmp_path / "params").mkdir()
+    shutil.copy(ROOT / "params/tiny.yaml", tmp_path / "params/tiny.yaml")
+    monkeypatch.chdir(tmp_path)
+
+
+def test_a_missing_dataset_names_the_profiles_own_command(tmp_path, monkeypatch):
+    """Every command that knows the profile says how to make its data, with its count, seed
+    and size (issue 17: `pag data fetch synthetic` used to be suggested)."""
+    _tiny_project(tmp_path, monkeypatch)
+    wanted = (
+        "profile tiny makes it with `pag data synth --out data/tiny/synthetic --num 40 "
+        "--seed 0 --height 48 --width 64 --workers 1` (or `pag data synth --profile tiny`)"
+    )
+    for args in (
+        ["train", "--profile", "tiny", "--run", "dense-s0", "--out", tmp_path / "run"],
+        ["trivial", "--profile", "tiny"],
+    ):
+        result = pag_cli(args)
+        assert result.code == 1 and wanted in result.err, result.err
+        assert "pag data fetch" not in result.err
+    assert not (tmp_path / "run").exists() and not (tmp_path / "results").exists()
+
+
+def test_data_synth_with_a_profile_renders_what_it_needs(tmp_path, monkeypatch):
+    _tiny_project(tmp_path, monkeypatch)
+    result = pag_cli(["data", "synth", "--profile", "tiny"])
+    assert result.code == 0, result.err
+    assert "wrote images 0..39 to data/tiny/synthetic (manifest: train 32, val 4, test 4)" in (
+        result.out
+    )
+    manifest = json.loads((tmp_path / "data/tiny/synthetic/manifest.json").read_text())
+    assert manifest["params"]["height"] == 48 and manifest["params"]["width"] == 64
+    refused = pag_cli(["data", "synth", "--profile", "tiny", "--num", "3"])
+    assert refused.code != 0 and "--profile sets --out, --num" in refused.err
+    assert pag_cli(["data", "synth"]).code != 0

@@ -193,24 +193,25 @@ def test_table_values_match_inputs(summary: Path, tmp_path: Path) -> None:
     text = (tmp_path / "out" / "summary_table.md").read_text()
     rows = _table_rows(text)
     # dense, mp_pag, pag (budget descending), truncation (budget descending)
-    assert list(rows) == [
-        ("dense", "—"),
-        ("mp_pag", "0.5"),
-        ("pag", "0.8"),
-        ("pag", "0.5"),
-        ("truncation", "0.8"),
-        ("truncation", "0.5"),
+    assert list(rows) == [  # display names, in legend order
+        ("Dense", "—"),
+        ("MP-PAG", "0.5"),
+        ("PAG", "0.8"),
+        ("PAG", "0.5"),
+        ("Truncation", "0.8"),
+        ("Truncation", "0.5"),
     ]
-    pag = rows[("pag", "0.5")]
+    pag = rows[("PAG", "0.5")]
     assert pag["seeds"] == "2"
     assert pag["MACs % of dense"] == "56.0"  # (0.55e9 + 0.57e9) / 2 / 1e9
-    assert pag["semantic miou"] == "0.510 ± 0.014"  # mean and sample s.d. of 0.50, 0.52
-    assert pag["depth rmse"] == "0.572 ± 0.017"
-    assert pag["depth abs_rel"] == "0.143 ± 0.004"  # 0.14, 0.146
-    assert rows[("dense", "—")]["MACs % of dense"] == "100.0"
-    assert rows[("mp_pag", "0.5")]["MACs % of dense"] == "61.0"
-    assert "semantic pixel_acc" not in pag
-    assert "ddof=1" in text
+    assert pag["semantic: mIoU ↑"] == "0.510 ± 0.014"  # mean and sample s.d. of 0.50, 0.52
+    assert pag["depth: RMSE ↓"] == "0.572 ± 0.017"
+    assert pag["depth: Abs Rel ↓"] == "0.143 ± 0.004"  # 0.14, 0.146
+    assert rows[("Dense", "—")]["MACs % of dense"] == "100.0"
+    assert rows[("Dense", "—")]["semantic: mIoU ↑"].startswith("**")  # the best, in bold
+    assert rows[("MP-PAG", "0.5")]["MACs % of dense"] == "61.0"
+    assert "semantic: pixel accuracy ↑" not in pag
+    assert "ddof=1" in text and "Bold: the best mean in its column" in text
 
 
 def test_reruns_are_byte_identical(summary: Path, tmp_path: Path) -> None:
@@ -231,8 +232,8 @@ def test_metric_missing_for_one_method_still_draws(tmp_path: Path) -> None:
     result = report.make_report(ReportInputs(path), tmp_path / "out")
     assert all(p.stat().st_size > 0 for p in result.written)
     table = _table_rows((tmp_path / "out" / "summary_table.md").read_text())
-    assert table[("truncation", "0.5")]["depth rmse"] == "—"
-    assert table[("truncation", "0.5")]["semantic miou"] == "0.410 ± 0.014"
+    assert table[("Truncation", "0.5")]["depth: RMSE ↓"] == "—"
+    assert table[("Truncation", "0.5")]["semantic: mIoU ↑"] == "0.410 ± 0.014"
 
 
 def test_without_dense_run_uses_own_dense_macs(tmp_path: Path) -> None:
@@ -241,7 +242,7 @@ def test_without_dense_run_uses_own_dense_macs(tmp_path: Path) -> None:
     assert {ax.get_xlabel() for ax in _figure(path).axes} == {"MACs (% of own dense arch.)"}
     report.make_report(ReportInputs(path), tmp_path / "out")
     text = (tmp_path / "out" / "summary_table.md").read_text()
-    assert _table_rows(text)[("pag", "0.5")]["MACs % of dense"] == "56.0"
+    assert _table_rows(text)[("PAG", "0.5")]["MACs % of dense"] == "56.0"
     assert "own dense architecture" in text
 
 
@@ -252,7 +253,7 @@ def test_several_datasets_are_not_mixed(tmp_path: Path) -> None:
     assert fig.axes[0].get_title() == "nyuv2: Semantic segmentation"
     text = summary_table(_data(path)).markdown()
     assert "| dataset | method |" in text
-    assert text.count("| nyuv2 | pag | 0.5 | 2 | 56.0 | 0.510 ± 0.014 |") == 1
+    assert text.count("| nyuv2 | PAG | 0.5 | 2 | 56.0 | 0.510 ± 0.014 |") == 1
 
 
 def test_palette_is_seaborn_colorblind() -> None:
@@ -339,3 +340,29 @@ def test_failure_while_rendering_writes_nothing(
     with pytest.raises(RuntimeError, match="boom"):
         report.make_report(ReportInputs(summary), out)
     assert list(out.iterdir()) == []
+
+
+def test_best_rows_follow_the_metrics_direction_per_group():
+    from pag.report.tables import best_rows
+
+    assert best_rows([0.3, 0.5, None, 0.5], "miou") == {1, 3}  # ties are all best
+    assert best_rows([0.3, 0.5, float("nan")], "rmse") == {0}
+    assert best_rows([0.3, 0.5, 0.1, 0.2], "rmse", ["a", "a", "b", "b"]) == {0, 2}
+    assert best_rows([0.3, 0.5], "some_count") == set()  # no direction, no best
+
+
+def test_best_cells_are_bold_in_markdown_and_latex():
+    from pag.report.table import Table
+
+    table = Table("T", ["method", "mIoU ↑"], [["A", "0.3"], ["B", "0.5_x"]], best={(1, 1)})
+    assert "| B | **0.5_x** |" in table.markdown()
+    assert r"B & \textbf{0.5\_x} \\" in table.latex("t")
+    assert "| A | 0.3 |" in table.markdown()
+
+
+def test_the_reference_is_an_outline_so_the_dense_point_under_it_shows():
+    from pag.report.style import is_outlined, legend_handle
+
+    assert is_outlined("dense_ft") and not is_outlined("dense") and not is_outlined("pag")
+    assert legend_handle("dense_ft").get_markerfacecolor() == "none"
+    assert legend_handle("dense").get_markerfacecolor() != "none"

@@ -213,6 +213,8 @@ def test_ponder_maps_panels(full: ReportInputs) -> None:
     assert titles[-1] == "ponder\n(50 % MACs)"
     bar = next(ax for ax in fig.axes if ax.get_label() == "<colorbar>")
     assert bar.get_ylabel() == f"units computed (of {len(BLOCKS)})"
+    # one colour and one labelled tick per count of units, 0 to all of them
+    assert list(bar.get_yticks()) == list(range(len(BLOCKS) + 1))
 
 
 def test_layer_activity_lines(full: ReportInputs) -> None:

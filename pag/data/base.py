@@ -13,7 +13,7 @@ from typing import ClassVar
 import torch.utils.data
 
 from pag.data.sample import IGNORE_INDEX, Sample, validate_sample
-from pag.errors import DataError, PagError
+from pag.errors import DataMissing, PagError
 from pag.fileio import file_digest
 from pag.params import DATASET_NAMES
 from pag.paths import dataset_dir
@@ -83,12 +83,17 @@ class DenseDataset(torch.utils.data.Dataset):
             )
         self.root = Path(root)
         if not self.root.is_dir():
-            raise DataError(
-                f"{self.root}: dataset '{self.name}' not found (no such directory); "
-                f"run `pag data fetch {self.name}` or see README"
+            raise DataMissing(
+                f"{self.root}: dataset '{self.name}' not found (no such directory)",
+                self.missing_hint(),
             )
         self.split = split
         self.transform = transform
+
+    @classmethod
+    def missing_hint(cls) -> str:
+        """What to run when the dataset is not there."""
+        return f"run `pag data fetch {cls.name}` or see README"
 
     @property
     def num_classes(self) -> int:

@@ -255,23 +255,31 @@ def parse_run(profile: Profile, name: str) -> Run:
     raise PagError(f"profile {profile.name}: no run named {name!r}; its runs are {known}")
 
 
-def _data_job(profile: Profile, threads: int) -> Job:
-    out = dataset_path(profile)
+def data_command(profile: Profile, threads: int = 1) -> str:
+    """The command that makes the profile's dataset: renders it with the profile's count, seed
+    and size, or fetches and checks it (what the data job runs, and what a "data missing"
+    message tells a user to run)."""
     if profile.data is not None:
         d = profile.data
-        cmd = (
-            f"pag data synth --out {out} --num {d.num} --seed {d.seed} --height {d.height} "
-            f"--width {d.width} --workers {threads}"
+        return (
+            f"pag data synth --out {dataset_path(profile)} --num {d.num} --seed {d.seed} "
+            f"--height {d.height} --width {d.width} --workers {threads}"
         )
-        return Job("data", cmd, outs=(out,), params=("data",), threads=threads)
     root = data_root(profile)
     source = f" --from {shlex.quote(profile.fetch_from)}" if profile.fetch_from else ""
-    cmd = (
+    return (
         f"pag data fetch {profile.dataset} --root {root} --no-progress{source} && "
         f"pag data check {profile.dataset} --root {root}"
     )
-    keys = ("dataset", "fetch_from") if profile.fetch_from else ("dataset",)
-    return Job("data", cmd, outs=(out,), params=keys, threads=threads)
+
+
+def _data_job(profile: Profile, threads: int) -> Job:
+    cmd = data_command(profile, threads)
+    if profile.data is not None:
+        keys: tuple[str, ...] = ("data",)
+    else:
+        keys = ("dataset", "fetch_from") if profile.fetch_from else ("dataset",)
+    return Job("data", cmd, outs=(dataset_path(profile),), params=keys, threads=threads)
 
 
 def _weights_job(profile: Profile) -> Job | None:

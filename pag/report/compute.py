@@ -18,6 +18,7 @@ from pag.report.results import SPREAD, ReportData, curve_points, headline_panels
 from pag.report.style import (
     FIGURE_WIDTH_IN,
     TASK_LABELS,
+    is_outlined,
     is_swept,
     legend_handle,
     legend_order,
@@ -96,6 +97,17 @@ def _plot_panel(ax: Axes, rows: pd.DataFrame, *, title: str, ylabel: str) -> Non
         )
         if is_swept(method):
             ax.plot(x, y, color=color, marker=marker, linestyle=linestyle, markersize=4, lw=1.2)
+        elif is_outlined(method):  # over the dense point it sits on, which stays visible
+            ax.scatter(
+                x,
+                y,
+                marker=marker,
+                s=marker_area(method),
+                facecolors="none",
+                edgecolors=color,
+                linewidths=1.0,
+                zorder=4,
+            )
         else:
             ax.scatter(x, y, color=color, marker=marker, s=marker_area(method), zorder=3)
     ax.set_title(title)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 
+import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
@@ -87,10 +88,16 @@ def _aspect(image: np.ndarray) -> float:
     return image.shape[0] / image.shape[1]
 
 
-def _class_legend(fig: Figure, data: ReportData) -> None:
+def _has_class_legend(data: ReportData) -> bool:
     names = data.inputs.class_names
-    if not names or len(names) > _MAX_LEGEND_CLASSES:
+    return bool(names) and len(names) <= _MAX_LEGEND_CLASSES
+
+
+def _class_legend(fig: Figure, data: ReportData) -> None:
+    """One legend naming every class colour (segmentation panels), below the panels."""
+    if not _has_class_legend(data):
         return
+    names = data.inputs.class_names
     palette = segmentation_palette(len(names))
     handles = [Patch(facecolor=palette[i], label=name) for i, name in enumerate(names)]
     handles.append(Patch(facecolor=(0.6, 0.6, 0.6), label="ignore / invalid"))
@@ -195,19 +202,25 @@ def ponder_maps(data: ReportData, method: str) -> Figure:
     highest = max(float(np.max(data.samples(run)[sid]["ponder"])) for run in names for sid in ids)
     units = max([_ponder_units(data, run) for run in names] + [math.ceil(highest)])
     first = data.samples(names[0])[ids[0]]["image"]
+    # one colour per count of units, so every count can be read off the bar
+    cmap, norm = discrete_cmap(matplotlib.colormaps[PONDER_CMAP].resampled(units + 1).colors)
+    legend = task == "semantic" and _has_class_legend(data)
     with paper_style():
         fig, axes = image_grid(
-            len(ids), 2 + 2 * len(runs), _aspect(first), extra_width=0.8, extra_height=0.75
+            len(ids),
+            2 + 2 * len(runs),
+            _aspect(first),
+            extra_width=0.8,
+            extra_height=1.15 if legend else 0.75,
         )
         ponder = None
         for r, sid in enumerate(ids):
             _draw_row(data, task, sid, truth, names, axes[r, 0], axes[r, 1], axes[r, 2::2])
             for c, run in enumerate(names):
                 ponder = axes[r, 3 + 2 * c].imshow(
-                    data.samples(run)[sid]["ponder"].astype(np.float32),
-                    cmap=PONDER_CMAP,
-                    vmin=0,
-                    vmax=units,
+                    np.rint(data.samples(run)[sid]["ponder"].astype(np.float32)),
+                    cmap=cmap,
+                    norm=norm,
                 )
         axes[0, 0].set_title("input")
         axes[0, 1].set_title("ground truth")
@@ -215,8 +228,12 @@ def ponder_maps(data: ReportData, method: str) -> Figure:
             name, macs = label.split("\n")
             axes[0, 2 + 2 * c].set_title(f"{name}\nprediction")
             axes[0, 3 + 2 * c].set_title(f"ponder\n{macs}")
-        bar = fig.colorbar(ponder, ax=axes[:, -1], fraction=0.05, pad=0.02)
+        bar = fig.colorbar(ponder, ax=axes[:, -1], fraction=0.05, pad=0.02, shrink=1.0, aspect=30)
+        bar.set_ticks(range(units + 1))
+        bar.minorticks_off()
         bar.set_label(f"units computed (of {units})")
+        if legend:
+            _class_legend(fig, data)
         fig.suptitle(
             f"{method_label(method)} ponder maps: residual units computed per pixel "
             f"({TASK_LABELS.get(task, task).lower()} shown)"

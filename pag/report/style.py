@@ -42,6 +42,12 @@ def is_swept(method: str) -> bool:
     return registry.get(method).swept
 
 
+def is_outlined(method: str) -> bool:
+    """Drawn as an outline: the reference, whose point sits on the dense baseline's (both at
+    100 % of the MACs), so neither hides the other."""
+    return registry.get(method).reference if method in registry.names() else False
+
+
 def reference_method() -> str:
     """The accuracy reference every method is compared with."""
     return registry.reference().name
@@ -119,7 +125,13 @@ def legend_handle(method: str) -> Line2D:
     style = style_of(method)
     size = math.sqrt(marker_area(method)) if not is_swept(method) else 4.0
     return Line2D(
-        [], [], color=style.color, marker=style.marker, linestyle=style.linestyle, markersize=size
+        [],
+        [],
+        color=style.color,
+        marker=style.marker,
+        linestyle=style.linestyle,
+        markersize=size,
+        markerfacecolor="none" if is_outlined(method) else style.color,
     )
 
 

@@ -48,7 +48,7 @@ def latex_escape(text: str) -> str:
 @dataclass
 class Table:
     """A titled table; `groups` (one label per row, optional) draws a rule where it changes;
-    `numeric` marks right-aligned columns."""
+    `numeric` marks right-aligned columns; `best` holds the (row, column) cells drawn bold."""
 
     title: str
     header: list[str]
@@ -56,6 +56,7 @@ class Table:
     notes: list[str] = field(default_factory=list)
     numeric: list[bool] | None = None
     groups: list[str] | None = None
+    best: set[tuple[int, int]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         for row in self.rows:
@@ -69,9 +70,10 @@ class Table:
         lines = [f"# {self.title}", ""]
         lines.append("| " + " | ".join(self.header) + " |")
         lines.append("|" + "|".join(align) + "|")
-        lines += [
-            "| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in self.rows
-        ]
+        for r, row in enumerate(self.rows):
+            cells = [cell.replace("|", "\\|") for cell in row]
+            cells = [f"**{c}**" if (r, k) in self.best else c for k, c in enumerate(cells)]
+            lines.append("| " + " | ".join(cells) + " |")
         if self.notes:
             lines += ["", *(note for note in self.notes)]
         return "\n".join(lines) + "\n"
@@ -93,7 +95,11 @@ class Table:
         for index, row in enumerate(self.rows):
             if self.groups and index and self.groups[index] != self.groups[index - 1]:
                 lines.append("\\midrule")
-            lines.append(" & ".join(latex_escape(cell) for cell in row) + r" \\")
+            cells = [latex_escape(cell) for cell in row]
+            cells = [
+                f"\\textbf{{{c}}}" if (index, k) in self.best else c for k, c in enumerate(cells)
+            ]
+            lines.append(" & ".join(cells) + r" \\")
         lines += ["\\bottomrule", "\\end{tabular}"]
         caption = latex_escape(self.title.rstrip(".") + ".")
         if self.notes:

@@ -30,7 +30,15 @@ from pag.report.results import (
     headline_panels,
     plus_minus,
 )
-from pag.report.style import legend_order, method_label, metric_label, reference_method, style_of
+from pag.report.style import (
+    HIGHER_IS_BETTER,
+    LOWER_IS_BETTER,
+    legend_order,
+    method_label,
+    metric_label,
+    reference_method,
+    style_of,
+)
 from pag.report.table import Table
 
 MATCHED_BUDGETS = (100.0, 90.0, 80.0, 70.0, 50.0)  # % of dense compute
@@ -81,9 +89,45 @@ def _groups(
     return records
 
 
-def _cell(df: pd.DataFrame, runs: pd.Index, task: str, metric: str) -> str:
+def _values(df: pd.DataFrame, runs: pd.Index, task: str, metric: str) -> np.ndarray:
     rows = df[df["run"].isin(runs) & (df["task"] == task) & (df["metric"] == metric)]
-    return "—" if rows.empty else _mean_sd(rows["value"].to_numpy(dtype=float))
+    return rows["value"].to_numpy(dtype=float)
+
+
+def _cell(df: pd.DataFrame, runs: pd.Index, task: str, metric: str) -> str:
+    values = _values(df, runs, task, metric)
+    return "—" if values.size == 0 else _mean_sd(values)
+
+
+def _mean(values: np.ndarray) -> float:
+    return float(values.mean()) if values.size else math.nan
+
+
+def best_rows(means: list[float | None], metric: str, among: list[str] | None = None) -> set[int]:
+    """The rows holding the best mean of a column (all of them on a tie), by the metric's
+    direction; with `among` (one label per row, e.g. the dataset), the best within each label.
+    Metrics without a direction have no best."""
+    if metric in HIGHER_IS_BETTER:
+        sign = 1.0
+    elif metric in LOWER_IS_BETTER:
+        sign = -1.0
+    else:
+        return set()
+    among = among or [""] * len(means)
+    best: set[int] = set()
+    for label in set(among):
+        scored = [
+            (sign * m, i)
+            for i, m in enumerate(means)
+            if among[i] == label and m is not None and not math.isnan(m)
+        ]
+        if scored:
+            top = max(score for score, _ in scored)
+            best |= {i for score, i in scored if score == top}
+    return best
+
+
+BEST_NOTE = "Bold: the best mean in its column"
 
 
 def format_macs(macs: float) -> str:
@@ -98,29 +142,40 @@ def summary_table(data: ReportData) -> Table:
     df = data.df
     metrics = _metrics_present(df)
     datasets = sorted(set(df["dataset"]))
-    header = ["method", "budget", "seeds", "MACs % of dense", *(f"{t} {m}" for t, m in metrics)]
-    rows = []
+    header = ["method", "budget", "seeds", "MACs % of dense"]
+    header += [f"{t}: {metric_label(m)}" for t, m in metrics]
+    rows, means, row_datasets = [], [], []
     for dataset, method, budget, group in _groups(df):
+        mine = df[df["dataset"] == dataset]
+        means.append([_mean(_values(mine, group.index, t, m)) for t, m in metrics])
+        row_datasets.append(dataset)
         row = [
-            method,
+            method_label(method),
             "—" if math.isnan(budget) else f"{budget:g}",
             str(group["seed"].nunique()),
             f"{group['macs_pct'].mean():.1f}",
             *(_cell(df[df["dataset"] == dataset], group.index, t, m) for t, m in metrics),
         ]
         rows.append([dataset, *row] if len(datasets) > 1 else row)
+    first = 4
     if len(datasets) > 1:
         header.insert(0, "dataset")
+        first = 5
+    best = {
+        (r, first + k)
+        for k, (_, metric) in enumerate(metrics)
+        for r in best_rows([row[k] for row in means], metric, row_datasets)
+    }
     own = sorted(set(df.loc[df["own_dense"], "dataset"]))
     note = (
-        f"Values: mean ± {SPREAD}. MACs: effective MACs per "
+        f"Values: mean ± {SPREAD}. {BEST_NOTE}. MACs: effective MACs per "
         "image as % of the dense baseline's mean MACs"
     )
     if own:
         note += f" (no dense run for {', '.join(own)}: % of each run's own dense architecture)"
     numeric = [name not in ("dataset", "method") for name in header]
     title = data.inputs.title or "Summary: " + ", ".join(datasets)
-    return Table(title, header, rows, [note + "."], numeric=numeric)
+    return Table(title, header, rows, [note + "."], numeric=numeric, best=best)
 
 
 def multipool_table(data: ReportData) -> Table:
@@ -135,8 +190,10 @@ def multipool_table(data: ReportData) -> Table:
     datasets = sorted(set(df["dataset"]))
     header = ["method", "seeds", "MACs / image", "MACs % of dense"]
     header += [f"{t}: {metric_label(m)}" for t, m in metrics]
-    rows, groups = [], []
+    rows, groups, means = [], [], []
     for dataset, method, _budget, group in _groups(df, [registry.baseline().name, *multipool]):
+        mine = df[df["dataset"] == dataset]
+        means.append([_mean(_values(mine, group.index, t, m)) for t, m in metrics])
         rows.append(
             [
                 method_label(method)
@@ -149,15 +206,20 @@ def multipool_table(data: ReportData) -> Table:
             ]
         )
         groups.append(dataset)
+    best = {
+        (r, 4 + k)
+        for k, (_, metric) in enumerate(metrics)
+        for r in best_rows([row[k] for row in means], metric, groups)
+    }
     notes = [
         _MEAN_SD,
+        f"{BEST_NOTE}.",
         "MACs: effective MACs per image (MP-PAG runs one conv branch per pixel; the average "
         "runs them all).",
     ]
     title = "Dense baseline, MultiPool (average) and MP-PAG"
-    return Table(
-        title, header, rows, notes, numeric=[False] + [True] * (len(header) - 1), groups=groups
-    )
+    numeric = [False] + [True] * (len(header) - 1)
+    return Table(title, header, rows, notes, numeric=numeric, groups=groups, best=best)
 
 
 def value_at(points: pd.DataFrame, target: float, tolerance: float = MATCH_TOLERANCE):
@@ -186,7 +248,7 @@ def matched_budget_table(data: ReportData, budgets=MATCHED_BUDGETS) -> Table:
     interpolated along its accuracy-versus-compute curve (marked †)."""
     df = data.df
     header = ["dataset", "metric", "method", *(f"{b:g} %" for b in budgets)]
-    rows, groups = [], []
+    rows, groups, values = [], [], []
     for dataset, task, metric in headline_panels(df):
         rows_metric = df[
             (df["dataset"] == dataset) & (df["task"] == task) & (df["metric"] == metric)
@@ -198,9 +260,10 @@ def matched_budget_table(data: ReportData, budgets=MATCHED_BUDGETS) -> Table:
                 continue
             if registry.get(method).full_model_is_reference:  # 100 %: the reference run
                 mine = pd.concat([mine, points[points["method"] == reference_method()]])
-            cells = []
+            cells, found_values = [], []
             for budget in budgets:
                 found = value_at(mine, budget)
+                found_values.append(None if found is None else found[1])
                 if found is None:
                     cells.append("—")
                 elif found[0] == "measured":
@@ -213,6 +276,14 @@ def matched_budget_table(data: ReportData, budgets=MATCHED_BUDGETS) -> Table:
             label = f"{task}: {metric_label(metric)}"
             rows.append([dataset, label, style_of(method).label, *cells])
             groups.append(f"{dataset}/{task}/{metric}")
+            values.append((metric, found_values))
+    best: set[tuple[int, int]] = set()
+    for group in dict.fromkeys(groups):  # one (dataset, task, metric): its methods compete
+        members = [r for r, g in enumerate(groups) if g == group]
+        metric = values[members[0]][0]
+        for k in range(len(budgets)):
+            winners = best_rows([values[r][1][k] for r in members], metric)
+            best |= {(members[i], 3 + k) for i in winners}
     notes = [
         f"A value is measured (mean ± {SPREAD}) where a run's mean MACs lie within "
         f"{MATCH_TOLERANCE:g} percentage point of the budget; † marks a value interpolated "
@@ -222,10 +293,10 @@ def matched_budget_table(data: ReportData, budgets=MATCHED_BUDGETS) -> Table:
         "model with the same fine-tune, so its curve ends in the dense + fine-tune runs at "
         "100 %."
     ]
+    notes.append(f"{BEST_NOTE} within each metric, measured or interpolated.")
     title = "Every method at matched compute (effective MACs as % of the dense baseline)"
-    return Table(
-        title, header, rows, notes, numeric=[False] * 3 + [True] * len(budgets), groups=groups
-    )
+    numeric = [False] * 3 + [True] * len(budgets)
+    return Table(title, header, rows, notes, numeric=numeric, groups=groups, best=best)
 
 
 def paper_table(data: ReportData) -> Table:

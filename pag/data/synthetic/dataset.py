@@ -15,6 +15,7 @@ from pag.data.synthetic.writer import (
     MANIFEST,
     MODALITIES,
     SPLITS,
+    SYNTH_HINT,
     load_manifest,
     relative_path,
     split_counts,
@@ -35,9 +36,12 @@ class SyntheticScenes(DenseDataset):
     tasks = ("semantic", "boundary", "depth", "normals")
     class_names = CLASSES
     fetch_spec = FetchSpec(
-        manual="The synthetic dataset is generated, not downloaded: "
-        "pag data synth --out <data root>/synthetic --num 1000 --seed 0"
+        manual="The synthetic dataset is generated, not downloaded: " + SYNTH_HINT
     )
+
+    @classmethod
+    def missing_hint(cls) -> str:
+        return SYNTH_HINT
 
     def __init__(self, root: str | os.PathLike, split: str, transform: Transform | None = None):
         super().__init__(root, split, transform)

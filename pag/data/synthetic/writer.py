@@ -22,7 +22,7 @@ from pag.data.codecs import encode_depth, encode_normals, encode_png
 from pag.data.sample import IGNORE_INDEX
 from pag.data.synthetic.render import Rendering, render
 from pag.data.synthetic.scene import CLASSES, sample_scene
-from pag.errors import DataError, PagError
+from pag.errors import DataError, DataMissing, PagError
 from pag.fileio import (
     bytes_digest,
     foreign_entries,
@@ -36,6 +36,9 @@ from pag.locking import locked
 GENERATOR = "pag.synthetic"
 GENERATOR_VERSION = "1"
 MANIFEST = "manifest.json"
+# what to run when the data is not there (a profile's own command is more exact: see
+# `pag.cli_options.data_hint`)
+SYNTH_HINT = "render it with `pag data synth --profile NAME` (or --out, --num, --seed)"
 MODALITIES = ("rgb", "depth", "normals", "semantic", "instance", "boundary")
 SPLITS = ("train", "val", "test")
 # How each modality is stored: the same conventions as the real datasets' PNGs.
@@ -168,7 +171,7 @@ def load_manifest(root: str | os.PathLike) -> dict[str, Any]:
     """The manifest of a generated dataset, validated; errors name the file and the key."""
     path = Path(root) / MANIFEST
     if not path.is_file():
-        raise DataError(f"{path}: manifest not found; generate the dataset with `pag data synth`")
+        raise DataMissing(f"{path}: manifest not found", SYNTH_HINT)
     try:
         manifest = read_json(path, "manifest")
     except PagError as exc:
