@@ -13,6 +13,9 @@ min_version("9.0")
 configfile: "workflow/config.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 
 

@@ -170,6 +170,11 @@ def test_snakemake_report_includes_the_figures(by_snakemake):
     html = (project / "report.html").read_text(errors="replace")
     for figure in ("accuracy_vs_compute", "ponder_maps_pag", "multipool_maps", "training_curves"):
         assert f"{figure}.png" in html
+    # the workflow's description page, a category per figure family, the tables and summary
+    assert "Pixel-wise Attentional Gating" in html
+    for category in ("Ponder maps", "Qualitative", "Training curves", "Tables"):
+        assert category in html, category
+    assert "summary.csv" in html and "table_matched_budgets.md" in html
 
 
 def test_slurm_profile_dry_run_of_a_real_data_profile():

@@ -45,3 +45,16 @@ def caption_of(path):
         if stem.startswith(family):
             return family
     return stem
+
+
+def in_report(path):
+    """A report output as the Snakemake report shows it: figures in one category per family
+    (ponder maps of every method together), the Markdown tables together; the rest as is.
+    """
+    if path.endswith(".png"):
+        family = caption_of(path)
+        category = family.replace("_", " ").capitalize()
+        return report(path, category=category, caption=f"../report/{family}.rst")
+    if path.endswith(".md") and not path.endswith("README.md"):
+        return report(path, category="Tables", caption="../report/tables.rst")
+    return path

@@ -40,7 +40,14 @@ rule summarize:
     input:
         PLAN.job("summarize").deps,
     output:
-        SUMMARY_FILES,
+        [
+            (
+                report(path, category="Tables", caption="../report/summary.rst")
+                if path.endswith("summary.csv")
+                else path
+            )
+            for path in SUMMARY_FILES
+        ],
     log:
         f"logs/{NAME}/summarize.log",
     conda:
@@ -55,18 +62,7 @@ rule report:
     input:
         PLAN.job("report").deps,
     output:
-        [
-            (
-                report(
-                    path,
-                    category="Figures",
-                    caption=f"../report/{caption_of(path)}.rst",
-                )
-                if path.endswith(".png")
-                else path
-            )
-            for path in REPORT_FILES
-        ],
+        [in_report(path) for path in REPORT_FILES],
     log:
         f"logs/{NAME}/report.log",
     conda:
