@@ -15,6 +15,8 @@ A project (both front-ends run at its root)::
     data/<profile>/<dataset>/                 the dataset (`data_root` = data/<profile>)
     runs/<profile>/<run>/                     run directories (not committed)
     results/<profile>/runs/<run>/metrics.json a run's evaluation (committed)
+    results/<profile>/runs/<run>/samples.npz  its saved predictions and maps (committed)
+    results/<profile>/runs/<run>/history.json its per-epoch training history (committed)
     results/<profile>/summary.csv             the summary (committed): the tidy table,
     results/<profile>/headline.json           headline metrics per run (`dvc metrics show`),
     results/<profile>/curves.csv              and one row per run (`dvc plots`)
@@ -113,9 +115,28 @@ def profile_results_dir(profile: str) -> str:
     return f"{RESULTS}/{profile}"
 
 
+HISTORY = "history.json"  # a run's per-epoch training history, as the report draws it
+
+
+def committed_run_dir(profile: str, run: str) -> str:
+    """Where the pipeline commits what a run's figures and tables are made from."""
+    return f"{profile_results_dir(profile)}/{RUNS}/{run}"
+
+
 def committed_eval_metrics(profile: str, run: str) -> str:
     """A run's evaluation as the pipeline commits it (`pag evaluate --out`)."""
-    return f"{profile_results_dir(profile)}/{RUNS}/{run}/{EVAL_METRICS}"
+    return f"{committed_run_dir(profile, run)}/{EVAL_METRICS}"
+
+
+def committed_samples(profile: str, run: str) -> str:
+    """The few images' predictions and maps the report draws (`pag evaluate --samples`)."""
+    return f"{committed_run_dir(profile, run)}/{SAMPLES}"
+
+
+def committed_history(profile: str, run: str) -> str:
+    """The run's per-epoch training history (`pag summarize` copies it from training's
+    metrics), so the training curves redraw without the run directory."""
+    return f"{committed_run_dir(profile, run)}/{HISTORY}"
 
 
 def profile_figures_dir(profile: str) -> str:

@@ -64,7 +64,10 @@ def test_tiny_plan_jobs_and_order():
         "--init-from runs/tiny/dense-s0/checkpoints/final.pt --replace-stale"
     )
     assert pag.deps == ("data/tiny/synthetic", "runs/tiny/dense-s0/checkpoints/final.pt")
-    assert plan.job("eval-pag-0.5-s0").results == ("results/tiny/runs/pag-0.5-s0/metrics.json",)
+    assert plan.job("eval-pag-0.5-s0").results == (
+        "results/tiny/runs/pag-0.5-s0/metrics.json",
+        "results/tiny/runs/pag-0.5-s0/samples.npz",
+    )
     assert plan.job("data").cmd == (
         "pag data synth --out data/tiny/synthetic --num 40 --seed 0 --height 48 --width 64 "
         "--workers 1"
@@ -226,9 +229,9 @@ def test_every_shipped_profile_expands():
         )
         classical = (f"results/{name}/classical.json",) if name == "bsds500" else ()
         assert report.deps[2 + 3 * len(runs) :] == classical
-        split = plan.profile.evaluation.split
-        assert f"runs/{name}/{runs[-1]}/eval_{split}/samples.npz" in report.deps
-        assert f"runs/{name}/{runs[0]}/train_metrics.json" in report.deps
+        assert f"results/{name}/runs/{runs[-1]}/samples.npz" in report.deps
+        assert f"results/{name}/runs/{runs[-1]}/history.json" in report.deps
+        assert f"runs/{name}/{runs[0]}/train_metrics.json" not in report.deps  # no run dirs
         figures = {path.rsplit("/", 1)[1] for path in report.results}
         assert {"accuracy_vs_compute.png", "table_paper.tex", "README.md"} <= figures
         for task in plan.profile.tasks:

@@ -37,6 +37,11 @@ def write_results(plan, root):
         path = root / f"results/tiny/runs/{run.name}/metrics.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(fake_evaluation(plan, run, effective[run.name])))
+        train = root / f"runs/tiny/{run.name}/train_metrics.json"
+        train.parent.mkdir(parents=True, exist_ok=True)
+        digest = expected_params(plan, run).digest()
+        history = [{"epoch": 1, "train": {"loss": 1.0}}]
+        train.write_text(json.dumps({"history": history, "params_hash": digest}))
     return effective
 
 
@@ -49,7 +54,13 @@ def tiny_results(tmp_path):
 def test_summary_rows_columns_and_values(tiny_results):
     plan, root, effective = tiny_results
     paths = summarize(plan, root)
-    assert [p.name for p in paths] == ["summary.csv", "headline.json", "curves.csv"]
+    assert [p.name for p in paths[:3]] == ["summary.csv", "headline.json", "curves.csv"]
+    # each run's training history, committed beside its evaluation (the training curves)
+    assert paths[3:] == [root / f"results/tiny/runs/{run.name}/history.json" for run in plan.runs()]
+    history = json.loads(paths[3].read_text())
+    assert history["run"] == "dense-s0" and history["history"] == [
+        {"epoch": 1, "train": {"loss": 1.0}}
+    ]
     rows = list(csv.DictReader((root / "results/tiny/summary.csv").read_text().splitlines()))
     assert tuple(rows[0]) == SUMMARY_COLUMNS
     # 9 runs x (2 semantic + 3 boundary + 3 depth + 2 normals) scalar metrics
@@ -137,7 +148,7 @@ def test_compute_allocation_gate_rules_and_gradient_norms_reach_the_summary(tmp_
     data["gate_rules"] = {"open": {"semantic": {"miou": 0.25}, "activity_mean": 1.0}}
     path.write_text(json.dumps(data))
     train = root / "runs/tiny/pag-0.5-s0/train_metrics.json"
-    train.parent.mkdir(parents=True)
+    train.parent.mkdir(parents=True, exist_ok=True)
     history = [
         {"train": {"grad_norm": 2.0, "decision_grad_norm": 1.0}, "train_max": {"grad_norm": 9.0}},
         {"train": {"grad_norm": 3.0, "decision_grad_norm": 0.5}, "train_max": {"grad_norm": 4.0}},

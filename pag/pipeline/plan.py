@@ -150,7 +150,11 @@ def eval_metrics(profile: Profile, run: str) -> str:
 
 
 def eval_samples(profile: Profile, run: str) -> str:
-    return layout.samples_file(run_dir(profile, run), profile.evaluation.split).as_posix()
+    return layout.committed_samples(profile.name, run)
+
+
+def train_history(profile: Profile, run: str) -> str:
+    return layout.committed_history(profile.name, run)
 
 
 def results_dir(profile: Profile) -> str:
@@ -364,8 +368,7 @@ def _eval_job(profile: Profile, run: Run) -> Job:
         f"eval-{run.name}",
         cmd,
         deps=(dataset_path(profile), final_checkpoint(profile, run.name)),
-        outs=(samples,),
-        results=(metrics,),
+        results=(metrics, samples),
         params=(*_evaluation_keys(profile), "resources.device"),
         threads=profile.resources.threads,
         gpus=min(profile.resources.gpus, 1),
@@ -437,7 +440,7 @@ def expand(profile: Profile, profile_file: str) -> Plan:
             f"pag summarize --profile {profile_file}",
             deps=tuple(eval_metrics(profile, run.name) for run in runs)
             + tuple(train_metrics(profile, run.name) for run in runs),
-            results=summary,
+            results=summary + tuple(train_history(profile, run.name) for run in runs),
         )
     )
     figures = figures_dir(profile)
@@ -450,7 +453,7 @@ def expand(profile: Profile, profile_file: str) -> Plan:
                 summary[0],
                 *(eval_metrics(profile, run.name) for run in runs),
                 *(eval_samples(profile, run.name) for run in runs),
-                *(train_metrics(profile, run.name) for run in runs),
+                *(train_history(profile, run.name) for run in runs),
                 *(classical.results if classical is not None else ()),
             ),
             results=tuple(f"{figures}/{name}" for name in report_files(profile)),

@@ -312,11 +312,27 @@ def per_run_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[dict[str,
     return columns, list(table.values())
 
 
+def training_history(plan: Plan, run: Run, root: Path = Path(".")) -> dict[str, Any]:
+    """The run's per-epoch training history, from its training metrics, as the pipeline
+    commits it (the report's training curves redraw from it without the run directory)."""
+    path = root / layout.train_metrics(plan.profile, run.name)
+    record = read_json(path, "training metrics")
+    history = record.get("history")
+    if not isinstance(history, list) or not all(isinstance(h, dict) for h in history):
+        raise PagError(f"{path}: 'history' must be a list of per-epoch records")
+    return {"run": run.name, "params_hash": record.get("params_hash"), "history": history}
+
+
 def summarize(plan: Plan, root: Path = Path(".")) -> list[Path]:
-    """Write summary.csv, headline.json and curves.csv of the plan's results; return the paths.
-    Results older than the profile are refused (`check_current`)."""
+    """Write summary.csv, headline.json and curves.csv of the plan's results, and each run's
+    training history beside its evaluation; return the paths. Results older than the profile
+    are refused (`check_current`)."""
     check_current(plan, root)
     rows = summary_rows(plan, root)
+    histories = {
+        root / layout.train_history(plan.profile, run.name): training_history(plan, run, root)
+        for run in plan.runs()
+    }
     out = root / layout.results_dir(plan.profile)
     summary, headline, curves = (out / name for name in layout.SUMMARY_FILES)
     with locked(summary, "summary", hint="wait for the other `pag summarize`"):
@@ -332,4 +348,7 @@ def summarize(plan: Plan, root: Path = Path(".")) -> list[Path]:
             for run in runs
         }
         write_json_atomic(headline, nested)
-    return [summary, headline, curves]
+        for path, history in histories.items():
+            remove_temporaries(path)
+            write_json_atomic(path, history)
+    return [summary, headline, curves, *histories]

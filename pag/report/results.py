@@ -46,7 +46,7 @@ class RunFiles:
 
     evaluation: Path | None = None  # results/<profile>/runs/<run>/metrics.json
     samples: Path | None = None  # runs/<profile>/<run>/eval_<split>/samples.npz
-    training: Path | None = None  # runs/<profile>/<run>/train_metrics.json (per-epoch history)
+    training: Path | None = None  # results/<profile>/runs/<run>/history.json (per-epoch history)
 
 
 @dataclass
