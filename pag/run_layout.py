@@ -15,7 +15,8 @@ A project (both front-ends run at its root)::
     data/<profile>/<dataset>/                 the dataset (`data_root` = data/<profile>)
     runs/<profile>/<run>/                     run directories (not committed)
     results/<profile>/runs/<run>/metrics.json a run's evaluation (committed)
-    results/<profile>/runs/<run>/samples.npz  its saved predictions and maps (committed)
+    results/<profile>/runs/<run>/samples.npz  its saved predictions and maps (committed for
+                                              each method's lowest seed, which figures show)
     results/<profile>/runs/<run>/history.json its per-epoch training history (committed)
     results/<profile>/summary.csv             the summary (committed): the tidy table,
     results/<profile>/headline.json           headline metrics per run (`dvc metrics show`),

@@ -91,8 +91,8 @@ def nothing_to_do(project: Path, env: dict[str, str]) -> None:
 
 def test_both_front_ends_produce_the_same_results(by_snakemake, by_dvc):
     ours, theirs = result_files(by_snakemake[0]), result_files(by_dvc[0])
-    # per run its metrics, samples and history; summary and trivial; the report (13 figures
-    # and 5 tables in two formats each, README)
+    # per run its metrics, samples (one seed: every run's) and history; summary and trivial;
+    # the report (13 figures and 5 tables in two formats each, README)
     assert len(ours) == 3 * 9 + 4 + 2 * (13 + 5) + 1
     assert ours.keys() == theirs.keys()
     differing = [name for name in ours if ours[name] != theirs[name]]

@@ -12,7 +12,7 @@ import yaml
 from pag.errors import PagError
 from pag.params import load_profile
 from pag.pipeline import dvcyaml
-from pag.pipeline.plan import load_plan, parse_run, run_params, sweep
+from pag.pipeline.plan import drawn_runs, load_plan, parse_run, run_params, sweep
 from pag.training.run_params import validate_run_params
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,10 +64,7 @@ def test_tiny_plan_jobs_and_order():
         "--init-from runs/tiny/dense-s0/checkpoints/final.pt --replace-stale"
     )
     assert pag.deps == ("data/tiny/synthetic", "runs/tiny/dense-s0/checkpoints/final.pt")
-    assert plan.job("eval-pag-0.5-s0").results == (
-        "results/tiny/runs/pag-0.5-s0/metrics.json",
-        "results/tiny/runs/pag-0.5-s0/samples.npz",
-    )
+    assert plan.job("eval-pag-0.5-s0").results == ("results/tiny/runs/pag-0.5-s0/metrics.json",)
     assert plan.job("data").cmd == (
         "pag data synth --out data/tiny/synthetic --num 40 --seed 0 --height 48 --width 64 "
         "--workers 1"
@@ -228,8 +225,15 @@ def test_every_shipped_profile_expands():
             f"results/{name}/summary.csv",
         )
         classical = (f"results/{name}/classical.json",) if name == "bsds500" else ()
-        assert report.deps[2 + 3 * len(runs) :] == classical
-        assert f"results/{name}/runs/{runs[-1]}/samples.npz" in report.deps
+        drawn = [run.name for run in drawn_runs(plan.profile)]
+        assert report.deps[2 + 2 * len(runs) + len(drawn) :] == classical
+        # the samples of each method's lowest seed (what the image figures show), committed
+        assert f"results/{name}/runs/{runs[0]}/samples.npz" in report.deps
+        lowest = {r.name for r in plan.runs() if r.seed == min(plan.profile.seeds_of(r.method))}
+        assert set(drawn) == lowest
+        assert [d for d in report.deps if d.endswith("samples.npz")] == [
+            f"results/{name}/runs/{run}/samples.npz" for run in drawn
+        ]
         assert f"results/{name}/runs/{runs[-1]}/history.json" in report.deps
         assert f"runs/{name}/{runs[0]}/train_metrics.json" not in report.deps  # no run dirs
         figures = {path.rsplit("/", 1)[1] for path in report.results}

@@ -42,6 +42,9 @@ def write_results(plan, root):
         digest = expected_params(plan, run).digest()
         history = [{"epoch": 1, "train": {"loss": 1.0}}]
         train.write_text(json.dumps({"history": history, "params_hash": digest}))
+        samples = root / f"runs/tiny/{run.name}/eval_val/samples.npz"
+        samples.parent.mkdir(parents=True, exist_ok=True)
+        samples.write_bytes(f"samples of {run.name}".encode())
     return effective
 
 
@@ -55,8 +58,13 @@ def test_summary_rows_columns_and_values(tiny_results):
     plan, root, effective = tiny_results
     paths = summarize(plan, root)
     assert [p.name for p in paths[:3]] == ["summary.csv", "headline.json", "curves.csv"]
-    # each run's training history, committed beside its evaluation (the training curves)
-    assert paths[3:] == [root / f"results/tiny/runs/{run.name}/history.json" for run in plan.runs()]
+    # each run's training history and (its method's lowest seed) saved samples, committed
+    # beside its evaluation: the training curves and image figures redraw from them
+    names = [run.name for run in plan.runs()]
+    histories = [root / f"results/tiny/runs/{name}/history.json" for name in names]
+    samples = [root / f"results/tiny/runs/{name}/samples.npz" for name in names]
+    assert paths[3:] == histories + samples  # tiny has one seed: every run is drawn
+    assert samples[4].read_bytes() == f"samples of {names[4]}".encode()
     history = json.loads(paths[3].read_text())
     assert history["run"] == "dense-s0" and history["history"] == [
         {"epoch": 1, "train": {"loss": 1.0}}

@@ -150,6 +150,16 @@ def eval_metrics(profile: Profile, run: str) -> str:
 
 
 def eval_samples(profile: Profile, run: str) -> str:
+    return layout.samples_file(run_dir(profile, run), profile.evaluation.split).as_posix()
+
+
+def drawn_runs(profile: Profile) -> list[Run]:
+    """The runs whose saved samples the report draws: each method's lowest seed (the image
+    figures show one seed), whose samples the summary commits."""
+    return [run for run in sweep(profile) if run.seed == min(profile.seeds_of(run.method))]
+
+
+def committed_samples(profile: Profile, run: str) -> str:
     return layout.committed_samples(profile.name, run)
 
 
@@ -368,7 +378,8 @@ def _eval_job(profile: Profile, run: Run) -> Job:
         f"eval-{run.name}",
         cmd,
         deps=(dataset_path(profile), final_checkpoint(profile, run.name)),
-        results=(metrics, samples),
+        outs=(samples,),
+        results=(metrics,),
         params=(*_evaluation_keys(profile), "resources.device"),
         threads=profile.resources.threads,
         gpus=min(profile.resources.gpus, 1),
@@ -434,13 +445,17 @@ def expand(profile: Profile, profile_file: str) -> Plan:
     if classical is not None:
         jobs.append(classical)
     summary = tuple(f"{results}/{name}" for name in SUMMARY_FILES)
+    drawn = drawn_runs(profile)
     jobs.append(
         Job(
             "summarize",
             f"pag summarize --profile {profile_file}",
             deps=tuple(eval_metrics(profile, run.name) for run in runs)
-            + tuple(train_metrics(profile, run.name) for run in runs),
-            results=summary + tuple(train_history(profile, run.name) for run in runs),
+            + tuple(train_metrics(profile, run.name) for run in runs)
+            + tuple(eval_samples(profile, run.name) for run in drawn),
+            results=summary
+            + tuple(train_history(profile, run.name) for run in runs)
+            + tuple(committed_samples(profile, run.name) for run in drawn),
         )
     )
     figures = figures_dir(profile)
@@ -452,7 +467,7 @@ def expand(profile: Profile, profile_file: str) -> Plan:
                 dataset_path(profile),
                 summary[0],
                 *(eval_metrics(profile, run.name) for run in runs),
-                *(eval_samples(profile, run.name) for run in runs),
+                *(committed_samples(profile, run.name) for run in drawn),
                 *(train_history(profile, run.name) for run in runs),
                 *(classical.results if classical is not None else ()),
             ),

@@ -20,7 +20,7 @@ def report_inputs(plan: Plan) -> ReportInputs:
     runs = {
         run.name: RunFiles(
             evaluation=Path(layout.eval_metrics(profile, run.name)),
-            samples=Path(layout.eval_samples(profile, run.name)),
+            samples=Path(layout.committed_samples(profile, run.name)),
             training=Path(layout.train_history(profile, run.name)),
         )
         for run in plan.runs()

@@ -323,6 +323,14 @@ def training_history(plan: Plan, run: Run, root: Path = Path(".")) -> dict[str, 
     return {"run": run.name, "params_hash": record.get("params_hash"), "history": history}
 
 
+def read_samples(plan: Plan, run: Run, root: Path = Path(".")) -> bytes:
+    """The run's saved samples, as its evaluation wrote them (copied, byte for byte)."""
+    path = root / layout.eval_samples(plan.profile, run.name)
+    if not path.is_file():
+        raise PagError(f"{path}: no saved samples of run {run.name} (run `pag evaluate` first)")
+    return path.read_bytes()
+
+
 def summarize(plan: Plan, root: Path = Path(".")) -> list[Path]:
     """Write summary.csv, headline.json and curves.csv of the plan's results, and each run's
     training history beside its evaluation; return the paths. Results older than the profile
@@ -332,6 +340,10 @@ def summarize(plan: Plan, root: Path = Path(".")) -> list[Path]:
     histories = {
         root / layout.train_history(plan.profile, run.name): training_history(plan, run, root)
         for run in plan.runs()
+    }
+    samples = {  # the saved images the report draws: each method's lowest seed
+        root / layout.committed_samples(plan.profile, run.name): read_samples(plan, run, root)
+        for run in layout.drawn_runs(plan.profile)
     }
     out = root / layout.results_dir(plan.profile)
     summary, headline, curves = (out / name for name in layout.SUMMARY_FILES)
@@ -351,4 +363,8 @@ def summarize(plan: Plan, root: Path = Path(".")) -> list[Path]:
         for path, history in histories.items():
             remove_temporaries(path)
             write_json_atomic(path, history)
-    return [summary, headline, curves, *histories]
+        for path, payload in samples.items():
+            remove_temporaries(path)
+            with atomic_write(path, "wb") as handle:
+                handle.write(payload)
+    return [summary, headline, curves, *histories, *samples]
