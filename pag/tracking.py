@@ -367,7 +367,7 @@ def table_csv(columns: dict[str, list]) -> str:
     rows = max((len(v) for v in columns.values()), default=0)
     lines = [",".join(names)]
     for i in range(rows):
-        cells = [columns[n][i] if i < len(columns[n]) else "" for n in names]
+        cells = [columns[n][i] if i < len(columns[n]) else None for n in names]
         lines.append(",".join("" if c is None else json.dumps(c) for c in cells))
     return "\n".join(lines) + "\n"
 
@@ -884,6 +884,7 @@ class LiveTrainingRun:
         self._run_dir: Path | None = None
         self._parent: tuple[str | None, bool] = (None, False)
         self._client = None
+        self._logged = {True: 0, False: 0}  # the last step (per step) or epoch already logged
 
     # the observer interface (called by the training loop) ---------------------------------
 
@@ -893,7 +894,8 @@ class LiveTrainingRun:
         self.started = True
         self._log_every = max(1, int(start.params.training.log_every))
         self._run_dir = Path(start.run_dir).resolve()
-        self._queue.put(("call", lambda: self._open(start)))
+        started = int(time.time() * 1000)  # the run starts now, however slow the store is
+        self._queue.put(("call", lambda: self._open(start, started)))
         self._thread = threading.Thread(target=self._work, name="mlflow-tracking", daemon=True)
         self._thread.start()
 
@@ -974,11 +976,15 @@ class LiveTrainingRun:
 
         if self.run_id is None:
             return
-        metrics = [Metric(k[:MAX_KEY], v, t, s) for k, v, t, s in points]
+        metrics = [  # not again what the run logged before it was interrupted (and redoes)
+            Metric(k[:MAX_KEY], v, t, s)
+            for k, v, t, s in points
+            if s > self._logged[k.startswith("batch.")]
+        ]
         for batch in _chunks(metrics, BATCH_METRICS):
             _retry(lambda b=batch: self._client.log_batch(self.run_id, metrics=b), "metrics")
 
-    def _open(self, start) -> None:
+    def _open(self, start, started: int) -> None:
         from mlflow.entities import Param
 
         uri = init_store(self.uri)
@@ -1006,6 +1012,9 @@ class LiveTrainingRun:
                 _retry(lambda r=run: client.delete_run(r.info.run_id), "delete stale run")
         if resumed is not None:
             self.run_id = resumed.info.run_id
+            for per_step, key in ((True, "batch.loss"), (False, "train.loss")):
+                history = _retry(lambda k=key: client.get_metric_history(self.run_id, k), key)
+                self._logged[per_step] = max((m.step for m in history), default=0)
             _retry(lambda: client.update_run(self.run_id, "RUNNING"), "resume run")
             if parent and resumed.data.tags.get(TAG_PARENT) != parent:
                 _retry(lambda: client.set_tag(self.run_id, TAG_PARENT, parent), "parent tag")
@@ -1017,7 +1026,10 @@ class LiveTrainingRun:
             tags[TAG_PARENT] = parent
         run = _retry(
             lambda: client.create_run(
-                experiment_id, tags=_tag_values(tags), run_name=_run_name(run_dir, "train")
+                experiment_id,
+                start_time=started,
+                tags=_tag_values(tags),
+                run_name=_run_name(run_dir, "train"),
             ),
             "create run",
         )
@@ -1033,12 +1045,14 @@ class LiveTrainingRun:
     def _log_dataset(self, start) -> None:
         """The training split as the run's input: name, split, fingerprint and size only."""
         with _quiet():
-            from mlflow.data.filesystem_dataset_source import FileSystemDatasetSource
+            from mlflow.data.dataset_source_registry import resolve_dataset_source
             from mlflow.data.meta_dataset import MetaDataset
             from mlflow.entities import DatasetInput, InputTag
 
         params = start.params
-        source = FileSystemDatasetSource(Path(start.data_root).resolve().as_uri())
+        with warnings.catch_warnings():  # "can be interpreted in multiple ways" (all local)
+            warnings.simplefilter("ignore")
+            source = resolve_dataset_source(Path(start.data_root).resolve().as_uri())
         fingerprint = start.provenance.get("data")
         dataset = MetaDataset(
             source,
