@@ -1035,7 +1035,7 @@ class LiveTrainingRun:
             _retry(lambda: client.update_run(self.run_id, "RUNNING"), "resume run")
             if parent and resumed.data.tags.get(TAG_PARENT) != parent:
                 _retry(lambda: client.set_tag(self.run_id, TAG_PARENT, parent), "parent tag")
-            log.debug("training %s continues MLflow run %s", run_dir, self.run_id)
+            log.debug("train job %s continues MLflow run %s", run_dir, self.run_id)
             return
         tags = _job_tags("train", run_dir, metrics_path, params, {"params_hash": params_hash})
         tags.update(_provenance_tags(start.provenance))
@@ -1051,7 +1051,12 @@ class LiveTrainingRun:
             "create run",
         )
         self.run_id = run.info.run_id
-        log.debug("training %s is MLflow run %s", run_dir, self.run_id)
+        log.debug(
+            "train job %s is MLflow run %s (live; experiment %r)",
+            run_dir,
+            self.run_id,
+            self.experiment,
+        )
         param_list = [
             Param(k[:MAX_KEY], param_value(v)) for k, v in flatten(params).items() if k[:MAX_KEY]
         ]
