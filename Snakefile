@@ -37,5 +37,21 @@ rule all:
         figures=REPORT_FILES,
 
 
+# MLflow: one parent run per invocation, every train and evaluate job a child (pag.tracking)
+onstart:
+    from pag import tracking
+
+    tracking.begin_pipeline(NAME, "snakemake")
+
+
 onsuccess:
     sync_dvc()
+    from pag import tracking
+
+    tracking.end_pipeline(ok=True)
+
+
+onerror:
+    from pag import tracking
+
+    tracking.end_pipeline(ok=False)

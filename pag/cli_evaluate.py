@@ -85,8 +85,11 @@ def evaluate(
     metrics, dense and effective MACs per image, per-layer activity, written to
     RUN_DIR/eval_<split>/metrics.json (or --out), and a few predictions and maps for figures
     in RUN_DIR/eval_<split>/samples.npz (or --samples)."""
+    import time
+
     from pag.training.evaluate import evaluate as evaluate_run
 
+    started = int(time.time() * 1000)  # the MLflow run's start
     metrics = evaluate_run(
         run_dir,
         split,
@@ -106,7 +109,11 @@ def evaluate(
     params, _ = load_run(run_dir)
     metrics_file = out if out is not None else eval_metrics_file(run_dir, split)
     track_job(
-        run_dir, "evaluate", experiment=params.experiment or params.name, metrics_file=metrics_file
+        run_dir,
+        "evaluate",
+        experiment=params.experiment or params.name,
+        metrics_file=metrics_file,
+        start_time=started,
     )
     keys = ("split", "num_images", "method", "budget", "macs", "activity", "latency")
     summary = {k: metrics[k] for k in keys if k in metrics}

@@ -82,6 +82,7 @@ def train(
     pipeline runs; `pag plan --profile P` lists the runs)."""
     from pag.training import load_run_params
     from pag.training import train as train_run
+    from pag.training.observer import NO_OBSERVER
     from pag.training.run_params import validate_run_params
 
     overrides: dict = {}
@@ -102,14 +103,28 @@ def train(
     else:
         source = str(params_file)
         params = load_run_params(params_file, overrides=overrides)
-    with hint:
-        metrics = train_run(
-            params, run_dir, data_root=root, source=source, replace_stale=replace_stale
-        )
-    if os.environ.get("RANK", "0") != "0":
-        return  # under torchrun, rank 0 reports and tracks the run
-    from pag.tracking import track_job  # MLflow mirrors the finished run; it cannot fail it
+    from pag import tracking  # a tracking failure is a warning; it never fails the run
 
-    track_job(run_dir, "train", experiment=params.experiment or params.name)
+    experiment = params.experiment or params.name
+    main = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 reports and tracks
+    observer = tracking.training_observer(experiment) if main else NO_OBSERVER
+    try:
+        with hint:
+            metrics = train_run(
+                params,
+                run_dir,
+                data_root=root,
+                source=source,
+                replace_stale=replace_stale,
+                observer=observer,
+            )
+    except BaseException as exc:
+        if isinstance(observer, tracking.LiveTrainingRun):
+            observer.abort("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        raise
+    if not main:
+        return
+    if not getattr(observer, "started", False):  # finished before: MLflow gets its files
+        tracking.track_job(run_dir, "train", experiment=experiment)
     summary = {k: metrics[k] for k in ("steps", "epochs", "images_per_s")}
     click.echo(json.dumps({"run": str(run_dir), "train": metrics["train"], **summary}))

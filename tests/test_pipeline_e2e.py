@@ -140,7 +140,20 @@ def test_snakemake_jobs_are_tracked_in_mlflow(by_snakemake):
     experiment = client.get_experiment_by_name("tiny")
     runs = client.search_runs([experiment.experiment_id], max_results=100)
     kinds = sorted(run.data.tags.get("pag.kind", "?") for run in runs)
-    assert kinds == ["evaluate"] * 9 + ["train"] * 9, kinds
+    assert kinds == ["evaluate"] * 9 + ["pipeline"] + ["train"] * 9, kinds
+    # one parent run, started and ended by the Snakefile, with every job as its child
+    (parent,) = [run for run in runs if run.data.tags["pag.kind"] == "pipeline"]
+    assert parent.info.status == "FINISHED"
+    children = [run for run in runs if run is not parent]
+    assert {run.data.tags.get("mlflow.parentRunId") for run in children} == {parent.info.run_id}
+    trained = {
+        r.data.tags["pag.run"]: r.info.run_id
+        for r in children
+        if r.data.tags["pag.kind"] == "train"
+    }
+    for run in children:
+        if run.data.tags["pag.kind"] == "evaluate":
+            assert run.data.tags["pag.trained_by"] == trained[run.data.tags["pag.run"]]
 
 
 def test_one_changed_budget_reruns_only_its_jobs(by_dvc):

@@ -105,11 +105,15 @@ def runs_of(uri: str, experiment: str):
 # -- the store -------------------------------------------------------------------------------------
 
 
-def test_tracking_uri_default_and_env(monkeypatch):
+def test_tracking_uri_default_and_env(monkeypatch, tmp_path):
+    """The default store is the working directory's (the project being run), not the
+    checkout holding the installed package: two clones never mix their runs."""
     monkeypatch.delenv(tracking.TRACKING_ENV, raising=False)
-    from pag.paths import project_root
-
-    assert tracking.tracking_uri() == f"sqlite:///{project_root() / 'mlflow.db'}"
+    for project in ("clone_a", "clone_b"):
+        (tmp_path / project).mkdir()
+        monkeypatch.chdir(tmp_path / project)
+        expected = (tmp_path / project).resolve() / "mlflow.db"
+        assert tracking.tracking_uri() == f"sqlite:///{expected}"
     monkeypatch.setenv(tracking.TRACKING_ENV, "sqlite:////elsewhere/x.db")
     assert tracking.tracking_uri() == "sqlite:////elsewhere/x.db"
     assert tracking.sqlite_path("sqlite:////elsewhere/x.db") == Path("/elsewhere/x.db")

@@ -44,6 +44,7 @@ from pag.training.data import (
 )
 from pag.training.device import compute_settings, resolve_device
 from pag.training.distributed import World
+from pag.training.observer import NO_OBSERVER, TrainingObserver, TrainingStart
 from pag.training.optimization import make_optimizer, make_scheduler
 from pag.training.progress import Progress
 from pag.training.provenance import Provenance, describe, of_run, recorded_provenance
@@ -84,6 +85,7 @@ class TrainingJob:
     stream: TextIO | None
     tty: bool | None
     replace_stale: bool
+    observer: TrainingObserver = NO_OBSERVER  # told what happens, on rank 0 (tracking)
 
 
 def train(
@@ -95,6 +97,7 @@ def train(
     stream: TextIO | None = None,
     tty: bool | None = None,
     replace_stale: bool = False,
+    observer: TrainingObserver = NO_OBSERVER,
 ) -> dict[str, Any]:
     """Train `params` in `run_dir`, resuming from `run_dir/checkpoints/last.pt` when present,
     and return the metrics written to `run_dir/train_metrics.json`.
@@ -103,7 +106,9 @@ def train(
     (params, dataset, the checkpoint it started from: `pag.training.provenance`), is refused,
     or with `replace_stale` (what pipelines want after a profile changed) discarded and started
     over. The run directory is locked while this runs (`pag.locking`). Everything that can be
-    checked is checked before anything is written or discarded."""
+    checked is checked before anything is written or discarded. `observer` (rank 0) is told
+    of the start, every step and epoch and the end (`pag.training.observer`); a run that is
+    finished already does not start, so it is told nothing."""
     run_dir = Path(run_dir)
     world = distributed.world_from_env()
     dataset = open_train_split(params, data_root)
@@ -114,6 +119,7 @@ def train(
     job = TrainingJob(
         params, run_dir, world, dataset, provenance, start, source, stream, tty, replace_stale
     )
+    job.observer = observer
     hint = "two trainings into one run directory would mix their files; use another --out"
     guard = locked(run_dir, "run directory", hint=hint) if world.rank == 0 else nullcontext()
     with guard:
@@ -224,12 +230,24 @@ def _train_in_group(job: TrainingJob, device: torch.device, resuming_dir: bool) 
             remove_temporaries(path)
     else:
         stream, tty = open(os.devnull, "w"), False  # noqa: SIM115  (closed below)
+    observer = job.observer if world.main else NO_OBSERVER
+    observer.on_start(
+        TrainingStart(
+            params,
+            run_dir,
+            provenance.brief(),
+            Path(job.dataset.root),
+            len(job.dataset),
+            total_steps,
+            state.step,
+        )
+    )
     progress = Progress(t.epochs, steps_per_epoch, t.log_every, stream=stream, tty=tty)
     if resume is not None:
         progress.write(f"resuming {run_dir} at step {state.step}/{total_steps}")
     saver = Saver(training, last_path, provenance)
     try:
-        _run_epochs(training, job.dataset, state, progress, saver)
+        _run_epochs(training, job.dataset, state, progress, saver, observer)
     finally:
         progress.close()
         if not world.main:
@@ -251,11 +269,17 @@ def _train_in_group(job: TrainingJob, device: torch.device, resuming_dir: bool) 
     }
     if world.main:
         write_json_atomic(layout.train_metrics_file(run_dir), metrics)
+        observer.on_end(metrics)
     return metrics
 
 
 def _run_epochs(
-    training: Training, dataset, state: RunState, progress: Progress, saver: Saver
+    training: Training,
+    dataset,
+    state: RunState,
+    progress: Progress,
+    saver: Saver,
+    observer: TrainingObserver = NO_OBSERVER,
 ) -> None:
     params, model, world = training.params, training.model, training.world
     t = params.training
@@ -276,6 +300,7 @@ def _run_epochs(
         started = time.perf_counter()
         for batch in batches_of(loader):
             step = state.step + 1
+            lr = training.scheduler.get_last_lr()[0]  # this step's
             values = train_step(training, settings, batch, step)
             training.scheduler.step()
             state.step, state.position = step, state.position + 1
@@ -288,6 +313,7 @@ def _run_epochs(
             now = time.perf_counter()
             state.seconds += now - started
             progress.step(step, state.position, images, values["loss"])
+            observer.on_step(step, values, lr, temperature)
             if step % t.checkpoint_every == 0:
                 saver(state)
             started = time.perf_counter()
@@ -299,6 +325,7 @@ def _run_epochs(
             record["temperature"] = temperature
         state.history.append(record)
         progress.end_epoch(summary)
+        observer.on_epoch(record)
         state.epoch, state.position, state.sums, state.peaks = epoch + 1, 0, {}, {}
 
 
