@@ -6,6 +6,8 @@ A run directory (`pag train --out RUN_DIR`; the pipeline's `runs/<profile>/<run>
     checkpoints/last.pt        everything needed to resume (`pag train`)
     checkpoints/final.pt       the trained weights and their provenance (`pag train`)
     train_metrics.json         per-epoch history and final training losses (`pag train`)
+    timing.json                how fast it trained (`images_per_s`; not a pipeline output, so
+                               a rerun with the same results leaves dvc.lock as it was)
     eval_<split>/metrics.json  an evaluation's metrics (`pag evaluate`)
     eval_<split>/samples.npz   a few images' predictions and maps, for figures (`pag evaluate`)
     figures/                   images a run's own tools may add (logged by `pag.tracking`)
@@ -38,6 +40,7 @@ from pathlib import Path
 
 PARAMS = "params.yaml"
 TRAIN_METRICS = "train_metrics.json"
+TIMING = "timing.json"  # wall-clock measurements: kept out of every file the pipeline tracks
 CHECKPOINTS = "checkpoints"
 LAST = "last.pt"
 FINAL = "final.pt"
@@ -48,7 +51,7 @@ SAMPLES = "samples.npz"
 LEGACY_TRAIN_METRICS = "metrics.json"  # the training metrics' name in older run directories
 
 # what `pag train` writes into a run directory (evaluation adds eval_<split>/)
-RUN_DIR_ENTRIES = (PARAMS, TRAIN_METRICS, CHECKPOINTS, FIGURES)
+RUN_DIR_ENTRIES = (PARAMS, TRAIN_METRICS, TIMING, CHECKPOINTS, FIGURES)
 
 
 def params_file(run_dir: str | os.PathLike) -> Path:
@@ -57,6 +60,10 @@ def params_file(run_dir: str | os.PathLike) -> Path:
 
 def train_metrics_file(run_dir: str | os.PathLike) -> Path:
     return Path(run_dir) / TRAIN_METRICS
+
+
+def timing_file(run_dir: str | os.PathLike) -> Path:
+    return Path(run_dir) / TIMING
 
 
 def checkpoint_dir(run_dir: str | os.PathLike) -> Path:
