@@ -17,6 +17,8 @@ A project (both front-ends run at its root)::
     data/<profile>/<dataset>/                 the dataset (`data_root` = data/<profile>)
     runs/<profile>/<run>/                     run directories (not committed)
     results/<profile>/runs/<run>/metrics.json a run's evaluation (committed)
+    results/<profile>/runs/<run>/headline.json  its headline metrics, one row of
+                                              `dvc metrics show` (committed, `pag summarize`)
     results/<profile>/summary.csv             the summary (committed): the tidy table,
     results/<profile>/headline.json           headline metrics per run (`dvc metrics show`),
     results/<profile>/curves.csv              and one row per run (`dvc plots`)
@@ -123,6 +125,17 @@ def profile_results_dir(profile: str) -> str:
 def committed_eval_metrics(profile: str, run: str) -> str:
     """A run's evaluation as the pipeline commits it (`pag evaluate --out`)."""
     return f"{profile_results_dir(profile)}/{RUNS}/{run}/{EVAL_METRICS}"
+
+
+def run_headline(profile: str, run: str) -> str:
+    """A run's headline metrics and MACs % of dense (`pag summarize`; `dvc metrics show`)."""
+    return f"{profile_results_dir(profile)}/{RUNS}/{run}/{HEADLINE_FILE}"
+
+
+def dvc_yaml_stamp(profile: str) -> str:
+    """What the DVC `plan` stage writes once `pag dvc-yaml --check` found the profile's
+    dvc.yaml current: every stage runs after it, so a stale dvc.yaml stops `dvc repro` first."""
+    return f"{RUNS}/{profile}/dvc-yaml.checked"
 
 
 def profile_figures_dir(profile: str) -> str:

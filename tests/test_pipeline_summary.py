@@ -9,7 +9,7 @@ import yaml
 
 from pag.errors import PagError
 from pag.pipeline.plan import evaluation_settings, load_plan, parse_run
-from pag.pipeline.summary import SUMMARY_COLUMNS, expected_params, summarize
+from pag.pipeline.summary import HEADLINE, SUMMARY_COLUMNS, expected_params, summarize
 
 
 def fake_evaluation(plan, run, effective):
@@ -49,7 +49,9 @@ def tiny_results(tmp_path):
 def test_summary_rows_columns_and_values(tiny_results):
     plan, root, effective = tiny_results
     paths = summarize(plan, root)
-    assert [p.name for p in paths] == ["summary.csv", "headline.json", "curves.csv"]
+    assert [p.name for p in paths[:3]] == ["summary.csv", "headline.json", "curves.csv"]
+    runs = [run.name for run in plan.runs()]
+    assert paths[3:] == [root / f"results/tiny/runs/{run}/headline.json" for run in runs]
     rows = list(csv.DictReader((root / "results/tiny/summary.csv").read_text().splitlines()))
     assert tuple(rows[0]) == SUMMARY_COLUMNS
     # 9 runs x (2 semantic + 3 boundary + 3 depth + 2 normals) scalar metrics
@@ -67,6 +69,16 @@ def test_summary_rows_columns_and_values(tiny_results):
     assert nested["dense-s0"]["semantic_miou"] == 0.5
     curves = list(csv.DictReader((root / "results/tiny/curves.csv").read_text().splitlines()))
     assert [c["run"] for c in curves] == [run.name for run in plan.runs()]
+    # each run's own headline file: one flat row of numbers for `dvc metrics show`
+    own = json.loads((root / "results/tiny/runs/pag-0.5-s0/headline.json").read_text())
+    assert own == {
+        k: v for k, v in nested["pag-0.5-s0"].items() if k not in ("budget", "allocation_ratio")
+    }
+    assert all(isinstance(v, float) for v in own.values() if v is not None)
+    assert set(json.loads((root / "results/tiny/runs/dense-s0/headline.json").read_text())) == {
+        "macs_pct",
+        *(f"{task}_{m}" for task in plan.profile.tasks for m in HEADLINE[task]),
+    }
     assert float(curves[0]["macs_pct"]) == 100.0 and curves[0]["depth_rmse"] == "0.5"
 
 

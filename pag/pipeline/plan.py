@@ -18,6 +18,7 @@ them):
     runs/<profile>/<run>/train_metrics.json      its training metrics
     runs/<profile>/<run>/eval_<split>/samples.npz
     results/<profile>/runs/<run>/metrics.json    a run's evaluation (committed)
+    results/<profile>/runs/<run>/headline.json   its headline metrics (committed, `dvc metrics`)
     results/<profile>/summary.csv, headline.json, curves.csv
     results/<profile>/trivial.json, classical.json  the floors (committed)
     paper_figures/<profile>/...                  the report (committed)
@@ -151,6 +152,10 @@ def eval_metrics(profile: Profile, run: str) -> str:
 
 def eval_samples(profile: Profile, run: str) -> str:
     return layout.samples_file(run_dir(profile, run), profile.evaluation.split).as_posix()
+
+
+def run_headline(profile: Profile, run: str) -> str:
+    return layout.run_headline(profile.name, run)
 
 
 def results_dir(profile: Profile) -> str:
@@ -429,7 +434,7 @@ def expand(profile: Profile, profile_file: str) -> Plan:
             f"pag summarize --profile {profile_file}",
             deps=tuple(eval_metrics(profile, run.name) for run in runs)
             + tuple(train_metrics(profile, run.name) for run in runs),
-            results=summary,
+            results=summary + tuple(run_headline(profile, run.name) for run in runs),
         )
     )
     figures = figures_dir(profile)

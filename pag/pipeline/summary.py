@@ -11,9 +11,11 @@ and writes, atomically, into `results/<profile>/`:
   `<metric>@<rule>` rows under each task and `activity@<rule>` under `compute`; rows of
   task `training` hold the run's gradient norms (`grad_norm_last_epoch`, `grad_norm_max`, and
   the same of `decision_grad_norm`) from its training metrics;
-* `headline.json`: per run, the headline metrics and MACs as % of the dense baseline
-  (`dvc metrics show`);
-* `curves.csv`: one row per run with the headline metrics as columns (`dvc plots`).
+* `headline.json`: per run, the headline metrics and MACs as % of the dense baseline;
+* `curves.csv`: one row per run with the headline metrics as columns (`dvc plots`);
+
+and into each run's `results/<profile>/runs/<run>/headline.json` its own headline metrics, flat
+(`run_headline`): the files `dvc metrics show` lists, one row per run.
 
 A run without an evaluation, or an evaluation of another method or budget than its name says,
 is an error naming the file: a summary never silently leaves a run out. Results older than
@@ -312,15 +314,28 @@ def per_run_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[dict[str,
     return columns, list(table.values())
 
 
+# a run's own headline file (`dvc metrics show`: one row per file, these as its columns):
+# numbers only, its identity is its path
+RUN_HEADLINE_SKIPPED = ("run", "method", "budget", "seed", "allocation_ratio")
+
+
+def run_headline(run: dict[str, Any], columns: list[str]) -> dict[str, Any]:
+    """One run's row of `curves.csv` as its `headline.json`: MACs % of dense, the headline
+    metrics and (dynamic methods) the mean activity."""
+    return {k: run[k] for k in columns if k in run and k not in RUN_HEADLINE_SKIPPED}
+
+
 def summarize(plan: Plan, root: Path = Path(".")) -> list[Path]:
-    """Write summary.csv, headline.json and curves.csv of the plan's results; return the paths.
-    Results older than the profile are refused (`check_current`)."""
+    """Write summary.csv, headline.json and curves.csv of the plan's results, and each run's
+    headline.json; return the paths. Results older than the profile are refused
+    (`check_current`)."""
     check_current(plan, root)
     rows = summary_rows(plan, root)
     out = root / layout.results_dir(plan.profile)
     summary, headline, curves = (out / name for name in layout.SUMMARY_FILES)
+    per_run = {run.name: root / layout.run_headline(plan.profile, run.name) for run in plan.runs()}
     with locked(summary, "summary", hint="wait for the other `pag summarize`"):
-        for path in (summary, headline, curves):
+        for path in (summary, headline, curves, *per_run.values()):
             remove_temporaries(path)  # what a summary killed while writing left
         write_csv(summary, SUMMARY_COLUMNS, rows)
         columns, runs = per_run_table(rows)
@@ -332,4 +347,6 @@ def summarize(plan: Plan, root: Path = Path(".")) -> list[Path]:
             for run in runs
         }
         write_json_atomic(headline, nested)
-    return [summary, headline, curves]
+        for run in runs:
+            write_json_atomic(per_run[run["run"]], run_headline(run, columns))
+    return [summary, headline, curves, *per_run.values()]
