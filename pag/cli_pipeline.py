@@ -36,13 +36,16 @@ def plan(profile: str) -> None:
 @click.command("summarize")
 @profile_option()
 def summarize(profile: str) -> None:
-    """Collect every run's evaluation into results/<profile>/summary.csv (tidy), headline.json
-    (`dvc metrics show`) and curves.csv (`dvc plots show`)."""
+    """Collect every run's evaluation into results/<profile>/summary.csv (tidy), headline.json,
+    curves.csv (`dvc plots show`) and each run's runs/<run>/headline.json (`dvc metrics
+    show`)."""
     from pag.pipeline.plan import load_plan
     from pag.pipeline.summary import summarize as write_summary
 
-    for path in write_summary(load_plan(profile)):
+    paths = write_summary(load_plan(profile))
+    for path in paths[:3]:
         click.echo(f"wrote {path}")
+    click.echo(f"wrote {len(paths) - 3} runs' headline.json ({paths[0].parent}/runs/<run>/)")
 
 
 @click.command("trivial")
@@ -103,7 +106,17 @@ def report(profile: str, out: Path | None) -> None:
 @click.command("dvc-yaml")
 @profile_option()
 @click.option("--check", is_flag=True, help="Only check that the file is up to date.")
-def dvc_yaml(profile: str, check: bool) -> None:
+@click.option(
+    "--stamp",
+    type=click.Path(path_type=Path),
+    help="With --check: write this file when up to date (the DVC `plan` stage's output).",
+)
+@click.option(
+    "--offline-html",
+    is_flag=True,
+    help="Also write .dvc/plots/offline.html again (written anyway where missing).",
+)
+def dvc_yaml(profile: str, check: bool, stamp: Path | None, offline_html: bool) -> None:
     """Write the profile's dvc.yaml (the default profile's is ./dvc.yaml, others'
     pipelines/<name>/dvc.yaml) from the same plan the Snakefile runs."""
     from pag.pipeline import dvcyaml
@@ -111,15 +124,23 @@ def dvc_yaml(profile: str, check: bool) -> None:
 
     the_plan = load_plan(profile)
     path = dvcyaml.dvc_yaml_path(the_plan.name)
+    if stamp is not None and not check:
+        raise click.UsageError("--stamp goes with --check")
     if check:
-        if not dvcyaml.is_current(the_plan):
-            click.echo(
-                f"{path} is not up to date: run `pag dvc-yaml --profile {profile}`", err=True
-            )
+        stale = dvcyaml.staleness(the_plan)
+        if stale is not None:
+            click.echo(stale, err=True)
             sys.exit(1)
+        if stamp is not None:
+            dvcyaml.write_stamp(the_plan, stamp)
         click.echo(f"{path} is up to date")
         return
     click.echo(f"wrote {dvcyaml.write(the_plan)}")
+    offline = Path(dvcyaml.OFFLINE_HTML)
+    if Path(".dvc").is_dir() and (offline_html or not offline.is_file()):
+        from pag.pipeline import dvc_offline
+
+        click.echo(f"wrote {dvc_offline.write(offline)} (`dvc plots show` without internet)")
 
 
 @click.group("weights")

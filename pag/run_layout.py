@@ -6,6 +6,8 @@ A run directory (`pag train --out RUN_DIR`; the pipeline's `runs/<profile>/<run>
     checkpoints/last.pt        everything needed to resume (`pag train`)
     checkpoints/final.pt       the trained weights and their provenance (`pag train`)
     train_metrics.json         per-epoch history and final training losses (`pag train`)
+    timing.json                how fast it trained (`images_per_s`; not a pipeline output, so
+                               a rerun with the same results leaves dvc.lock as it was)
     eval_<split>/metrics.json  an evaluation's metrics (`pag evaluate`)
     eval_<split>/samples.npz   a few images' predictions and maps, for figures (`pag evaluate`)
     figures/                   images a run's own tools may add (logged by `pag.tracking`)
@@ -18,6 +20,8 @@ A project (both front-ends run at its root)::
     results/<profile>/runs/<run>/samples.npz  its saved predictions and maps (committed for
                                               each method's lowest seed, which figures show)
     results/<profile>/runs/<run>/history.json its per-epoch training history (committed)
+    results/<profile>/runs/<run>/headline.json  its headline metrics, one row of
+                                              `dvc metrics show` (committed, `pag summarize`)
     results/<profile>/summary.csv             the summary (committed): the tidy table,
     results/<profile>/headline.json           headline metrics per run (`dvc metrics show`),
     results/<profile>/curves.csv              and one row per run (`dvc plots`)
@@ -41,6 +45,7 @@ from pathlib import Path
 
 PARAMS = "params.yaml"
 TRAIN_METRICS = "train_metrics.json"
+TIMING = "timing.json"  # wall-clock measurements: kept out of every file the pipeline tracks
 CHECKPOINTS = "checkpoints"
 LAST = "last.pt"
 FINAL = "final.pt"
@@ -51,7 +56,7 @@ SAMPLES = "samples.npz"
 LEGACY_TRAIN_METRICS = "metrics.json"  # the training metrics' name in older run directories
 
 # what `pag train` writes into a run directory (evaluation adds eval_<split>/)
-RUN_DIR_ENTRIES = (PARAMS, TRAIN_METRICS, CHECKPOINTS, FIGURES)
+RUN_DIR_ENTRIES = (PARAMS, TRAIN_METRICS, TIMING, CHECKPOINTS, FIGURES)
 
 
 def params_file(run_dir: str | os.PathLike) -> Path:
@@ -60,6 +65,10 @@ def params_file(run_dir: str | os.PathLike) -> Path:
 
 def train_metrics_file(run_dir: str | os.PathLike) -> Path:
     return Path(run_dir) / TRAIN_METRICS
+
+
+def timing_file(run_dir: str | os.PathLike) -> Path:
+    return Path(run_dir) / TIMING
 
 
 def checkpoint_dir(run_dir: str | os.PathLike) -> Path:
@@ -138,6 +147,17 @@ def committed_history(profile: str, run: str) -> str:
     """The run's per-epoch training history (`pag summarize` copies it from training's
     metrics), so the training curves redraw without the run directory."""
     return f"{committed_run_dir(profile, run)}/{HISTORY}"
+
+
+def run_headline(profile: str, run: str) -> str:
+    """A run's headline metrics and MACs % of dense (`pag summarize`; `dvc metrics show`)."""
+    return f"{committed_run_dir(profile, run)}/{HEADLINE_FILE}"
+
+
+def dvc_yaml_stamp(profile: str) -> str:
+    """What the DVC `plan` stage writes once `pag dvc-yaml --check` found the profile's
+    dvc.yaml current: every stage runs after it, so a stale dvc.yaml stops `dvc repro` first."""
+    return f"{RUNS}/{profile}/dvc-yaml.checked"
 
 
 def profile_figures_dir(profile: str) -> str:

@@ -6,6 +6,7 @@ Snakemake's jobs are tracked in MLflow (a SQLite store in the copy)."""
 import csv
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -91,9 +92,9 @@ def nothing_to_do(project: Path, env: dict[str, str]) -> None:
 
 def test_both_front_ends_produce_the_same_results(by_snakemake, by_dvc):
     ours, theirs = result_files(by_snakemake[0]), result_files(by_dvc[0])
-    # per run its metrics, samples (one seed: every run's) and history; summary and trivial;
-    # the report (13 figures and 5 tables in two formats each, README)
-    assert len(ours) == 3 * 9 + 4 + 2 * (13 + 5) + 1
+    # per run its metrics, headline, history and samples (one seed: every run's); summary
+    # and trivial; the report (13 figures and 5 tables in two formats each, README)
+    assert len(ours) == 4 * 9 + 4 + 2 * (13 + 5) + 1
     assert ours.keys() == theirs.keys()
     differing = [name for name in ours if ours[name] != theirs[name]]
     assert not differing
@@ -170,6 +171,15 @@ def test_one_changed_budget_reruns_only_its_jobs(by_dvc):
     raw = yaml.safe_load(profile.read_text())
     raw["methods"]["pag"] = [0.4]
     profile.write_text(yaml.safe_dump(raw, sort_keys=False))
+    # issue 17: with dvc.yaml not regenerated, DVC sees the change and stops at its first
+    # stage, naming the fix, instead of running the old sweep
+    status = json.loads(run(["dvc", "status", "--json", TINY], project, env))
+    assert {name.split(":", 1)[1] for name in status} == {"plan"}, status
+    stale = subprocess.run(["dvc", "repro", TINY], cwd=project, env=env, capture_output=True)
+    said = stale.stdout.decode() + stale.stderr.decode()
+    assert stale.returncode != 0 and "Running stage 'train" not in said, said
+    assert "is stale for this profile (new stages: train-pag-0_4-s0" in said, said
+    assert "run `pag dvc-yaml --profile tiny`" in said
     run(["pag", "dvc-yaml", "--profile", "tiny"], project, env)
     dry = run(["snakemake", "-n", "--quiet", "rules", "--config", "profile=tiny"], project, env)
     counts = {}
@@ -180,17 +190,23 @@ def test_one_changed_budget_reruns_only_its_jobs(by_dvc):
     assert counts == {"train": 1, "evaluate": 1, "summarize": 1, "report": 1, "all": 1, "total": 5}
     status = json.loads(run(["dvc", "status", "--json", TINY], project, env))
     stages = {name.split(":", 1)[1] for name in status}
-    assert stages == {"train-pag-0_4-s0", "eval-pag-0_4-s0", "summarize", "report"}, status
+    # the check (cheap) runs again, as the profile changed; its output stays the same
+    assert stages == {"plan", "train-pag-0_4-s0", "eval-pag-0_4-s0", "summarize", "report"}, status
 
 
 def test_dvc_metrics_and_plots_read_the_results(by_dvc):
     project, env = by_dvc
-    metrics = json.loads(run(["dvc", "metrics", "show", "--json"], project, env))
-    shown = json.dumps(metrics)
-    assert "pag-0.5-s0" in shown and "semantic_miou" in shown and "macs_pct" in shown
+    shown = subprocess.run(
+        ["dvc", "metrics", "show", "--json"], cwd=project, env=env, capture_output=True
+    )  # stdout only: another test may have added a run whose headline is not there yet
+    files = json.loads(shown.stdout)[""]["data"]
+    dense = files["results/tiny/runs/dense-s0/headline.json"]["data"]
+    assert dense["macs_pct"] == 100.0 and "semantic_miou" in dense  # one flat row per run
     run(["dvc", "plots", "show", "--out", "dvc_plots"], project, env)
     html = (project / "dvc_plots/index.html").read_text()
     assert "semantic_miou" in html and "accuracy_vs_compute" in html
+    assert '"field": "method"' in html  # one colour per method
+    assert not re.search(r"""<script[^>]*src\s*=\s*["']?https?:""", html)  # works offline
 
 
 def test_snakemake_report_includes_the_figures(by_snakemake):

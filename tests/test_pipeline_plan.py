@@ -2,6 +2,7 @@
 keys each job depends on, so a change reruns exactly the jobs it touches."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -271,7 +272,13 @@ def test_dvc_yaml_stages_mirror_the_plan(tmp_path):
     plan = load_plan("tiny")
     document = yaml.safe_load(dvcyaml.render(plan))
     stages = document["stages"]
-    assert list(stages) == [job.stage for job in plan.jobs]
+    assert list(stages) == ["plan", *(job.stage for job in plan.jobs)]
+    # the first stage checks dvc.yaml against the whole profile; the data stage waits for it
+    stamp = "runs/tiny/dvc-yaml.checked"
+    assert stages["plan"]["cmd"] == f"pag dvc-yaml --check --profile {TINY} --stamp {stamp}"
+    assert stages["plan"]["params"] == [{TINY: None}]
+    assert stages["plan"]["outs"] == [{stamp: {"cache": False, "persist": True}}]
+    assert stages["data"]["deps"] == [stamp]
     stage = stages["train-pag-0_5-s0"]
     job = plan.job("train-pag-0.5-s0")
     assert stage["cmd"] == job.cmd and stage["wdir"] == "../.."
@@ -283,7 +290,10 @@ def test_dvc_yaml_stages_mirror_the_plan(tmp_path):
     assert stage["params"] == [{TINY: [k for k in job.params if k not in absent]}]
     evaluation = stages["eval-pag-0_5-s0"]
     assert {"results/tiny/runs/pag-0.5-s0/metrics.json": {"cache": False}} in evaluation["outs"]
-    assert document["metrics"] == ["../../results/tiny/headline.json"]
+    assert document["metrics"] == [
+        f"../../results/tiny/runs/{run.name}/headline.json" for run in plan.runs()
+    ]
+    assert {plot["semantic_miou"]["template"] for plot in document["plots"][:1]} == {"by_method"}
     assert "../../paper_figures/tiny/accuracy_vs_compute.png" in document["plots"]
 
 
@@ -323,3 +333,55 @@ def test_the_plan_and_dvc_yaml_import_neither_torch_matplotlib_mlflow_nor_the_re
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     )
     assert done.stdout.strip() == "[]", done.stdout + done.stderr
+
+
+def test_a_changed_sweep_stops_dvc_at_the_plan_stage_naming_the_fix(tmp_path):
+    """Issue 17: a budget added to the profile (by hand or `dvc exp run -S`) without
+    `pag dvc-yaml` makes the `plan` stage's check fail, naming the new stages and the fix;
+    once regenerated, the check passes and writes the same stamp (nothing downstream reruns)."""
+    import shutil
+
+    shutil.copytree("params", tmp_path / "params")
+    env = {**os.environ, "PYTHONPATH": str(Path.cwd())}
+    pag = [sys.executable, "-m", "pag"]
+    subprocess.run([*pag, "dvc-yaml", "--profile", "tiny"], cwd=tmp_path, env=env, check=True)
+    stamp = tmp_path / "runs/tiny/dvc-yaml.checked"
+    check = [*pag, "dvc-yaml", "--check", "--profile", TINY, "--stamp", str(stamp)]
+    done = subprocess.run(check, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    before = stamp.read_bytes()
+    profile = tmp_path / TINY
+    text = profile.read_text()
+    assert "  pag: [0.5]" in text
+    profile.write_text(text.replace("  pag: [0.5]", "  pag: [0.5, 0.1]"))
+    stamp.unlink()
+    done = subprocess.run(check, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert done.returncode == 1 and not stamp.exists()
+    assert "pipelines/tiny/dvc.yaml is stale for this profile (new stages: train-pag-0_1-s0" in (
+        done.stderr
+    )
+    assert "changed stages: summarize, report): run `pag dvc-yaml --profile tiny`" in done.stderr
+    subprocess.run([*pag, "dvc-yaml", "--profile", "tiny"], cwd=tmp_path, env=env, check=True)
+    done = subprocess.run(check, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert stamp.read_bytes() == before
+
+
+def test_dvc_plots_page_loads_nothing_from_the_internet():
+    """`.dvc/config` points `dvc plots show` at `.dvc/plots/offline.html`: Vega inlined, no
+    `{scripts}` placeholder (where DVC would put its CDN scripts), no external src or href."""
+    import re
+
+    from pag.pipeline import dvc_offline
+
+    assert "html_template = plots/offline.html" in (ROOT / ".dvc/config").read_text()
+    page = (ROOT / dvcyaml.OFFLINE_HTML).read_text()
+    assert page == dvc_offline.render(), "run `pag dvc-yaml --offline-html`"
+    assert "{plot_divs}" in page and "{scripts}" not in page
+    assert not re.search(r"""<(script|link|img)[^>]*(src|href)\s*=\s*["']?https?:""", page)
+    template = json.loads((ROOT / dvcyaml.PLOTS_TEMPLATE_FILE).read_text())
+    assert template["encoding"]["color"] == {
+        "field": "method",
+        "type": "nominal",
+        "title": "method",
+    }

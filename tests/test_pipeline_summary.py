@@ -9,7 +9,7 @@ import yaml
 
 from pag.errors import PagError
 from pag.pipeline.plan import evaluation_settings, load_plan, parse_run
-from pag.pipeline.summary import SUMMARY_COLUMNS, expected_params, summarize
+from pag.pipeline.summary import HEADLINE, SUMMARY_COLUMNS, expected_params, summarize
 
 
 def fake_evaluation(plan, run, effective):
@@ -58,14 +58,15 @@ def test_summary_rows_columns_and_values(tiny_results):
     plan, root, effective = tiny_results
     paths = summarize(plan, root)
     assert [p.name for p in paths[:3]] == ["summary.csv", "headline.json", "curves.csv"]
-    # each run's training history and (its method's lowest seed) saved samples, committed
-    # beside its evaluation: the training curves and image figures redraw from them
+    # each run's headline, training history and (its method's lowest seed) saved samples,
+    # committed beside its evaluation: dvc metrics show, training curves and image figures
     names = [run.name for run in plan.runs()]
+    headlines = [root / f"results/tiny/runs/{name}/headline.json" for name in names]
     histories = [root / f"results/tiny/runs/{name}/history.json" for name in names]
     samples = [root / f"results/tiny/runs/{name}/samples.npz" for name in names]
-    assert paths[3:] == histories + samples  # tiny has one seed: every run is drawn
+    assert paths[3:] == headlines + histories + samples  # one seed: every run is drawn
     assert samples[4].read_bytes() == f"samples of {names[4]}".encode()
-    history = json.loads(paths[3].read_text())
+    history = json.loads(histories[0].read_text())
     assert history["run"] == "dense-s0" and history["history"] == [
         {"epoch": 1, "train": {"loss": 1.0}}
     ]
@@ -86,6 +87,16 @@ def test_summary_rows_columns_and_values(tiny_results):
     assert nested["dense-s0"]["semantic_miou"] == 0.5
     curves = list(csv.DictReader((root / "results/tiny/curves.csv").read_text().splitlines()))
     assert [c["run"] for c in curves] == [run.name for run in plan.runs()]
+    # each run's own headline file: one flat row of numbers for `dvc metrics show`
+    own = json.loads((root / "results/tiny/runs/pag-0.5-s0/headline.json").read_text())
+    assert own == {
+        k: v for k, v in nested["pag-0.5-s0"].items() if k not in ("budget", "allocation_ratio")
+    }
+    assert all(isinstance(v, float) for v in own.values() if v is not None)
+    assert set(json.loads((root / "results/tiny/runs/dense-s0/headline.json").read_text())) == {
+        "macs_pct",
+        *(f"{task}_{m}" for task in plan.profile.tasks for m in HEADLINE[task]),
+    }
     assert float(curves[0]["macs_pct"]) == 100.0 and curves[0]["depth_rmse"] == "0.5"
 
 

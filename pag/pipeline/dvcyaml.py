@@ -5,6 +5,18 @@ The default profile's pipeline is the project's `dvc.yaml`; any other profile's 
 `dvc repro pipelines/<name>/dvc.yaml` runs it. Stages list as `params` only the profile keys the
 job depends on (a run's budget and seed are in its command), so changing one method's budgets
 reruns only that method's runs and what depends on them.
+
+The first stage, `plan`, depends on the whole profile and runs `pag dvc-yaml --check`: when a
+change to the profile (by hand, or `dvc exp run -S`) changes the jobs, `dvc repro` stops there
+with "dvc.yaml is stale for this profile: run `pag dvc-yaml --profile P`" instead of running
+the old sweep. Every other stage comes after it (the data stage depends on its output, whose
+contents never change, so a passing check reruns nothing). Once dvc.yaml is regenerated,
+`dvc repro` runs exactly the new and changed jobs.
+
+`dvc metrics show` reads each run's `headline.json` (one row per run); `dvc plots show` draws
+every headline metric against MACs with one colour per method (`.dvc/plots/by_method.json`),
+into an HTML page that loads nothing from the internet (`.dvc/plots/offline.html`, which
+inlines the Vega libraries Snakemake ships; `.dvc/config` names it).
 """
 
 from __future__ import annotations
@@ -56,13 +68,43 @@ def _stage(job, profile_file: str, raw: dict[str, Any], wdir: str | None) -> dic
     return stage
 
 
+PLAN_STAGE = "plan"
+# `dvc plots show`: a scatter with one colour per method (the data's `method` column)
+PLOTS_TEMPLATE = "by_method"
+PLOTS_TEMPLATE_FILE = f".dvc/plots/{PLOTS_TEMPLATE}.json"
+OFFLINE_HTML = ".dvc/plots/offline.html"
+
+
+def _plan_stage(plan: Plan, wdir: str | None) -> dict[str, Any]:
+    """The first stage: the whole profile as params, `pag dvc-yaml --check` as command."""
+    stamp = run_layout.dvc_yaml_stamp(plan.name)
+    stage: dict[str, Any] = {
+        "cmd": f"pag dvc-yaml --check --profile {plan.profile_file} --stamp {stamp}"
+    }
+    if wdir is not None:
+        stage["wdir"] = wdir
+    stage["params"] = [{plan.profile_file: None}]  # every key of the profile
+    # `persist` keeps DVC's run cache from skipping the check: it would restore the output of an
+    # earlier check of the same profile without looking at the dvc.yaml of now
+    stage["outs"] = [{stamp: {"cache": False, "persist": True}}]
+    return stage
+
+
 def render(plan: Plan) -> str:
     """The text of the plan's `dvc.yaml`."""
     target = dvc_yaml_path(plan.name)
     wdir = None if "/" not in target else "/".join([".."] * target.count("/"))
     raw = load_yaml(plan.profile_file, "profile")
-    stages = {job.stage: _stage(job, plan.profile_file, raw, wdir) for job in plan.jobs}
-    if len(stages) != len(plan.jobs):
+    stages = {PLAN_STAGE: _plan_stage(plan, wdir)}
+    stamp = run_layout.dvc_yaml_stamp(plan.name)
+    for job in plan.jobs:
+        stage = _stage(job, plan.profile_file, raw, wdir)
+        made = [out for other in plan.jobs for out in (*other.outs, *other.results)]
+        if not any(dep == out or dep.startswith(f"{out}/") for out in made for dep in job.deps):
+            # a first job: after the check (deps listed before params and outs, as elsewhere)
+            stage = {"cmd": stage.pop("cmd"), "deps": [stamp], **stage}
+        stages[job.stage] = stage
+    if len(stages) != len(plan.jobs) + 1:
         raise PagError(f"{plan.profile_file}: two jobs map to one DVC stage name")
     prefix = "" if wdir is None else f"{wdir}/"
     results = f"{prefix}results/{plan.name}"
@@ -75,15 +117,17 @@ def render(plan: Plan) -> str:
                 plots.append(
                     {
                         column: {
-                            "template": "scatter",
+                            "template": PLOTS_TEMPLATE,
                             "x": "macs_pct",
                             "y": {f"{results}/{run_layout.CURVES}": column},
-                            "title": f"{task} {metric} vs MACs (% of dense)",
+                            "title": f"{task} {metric} vs MACs (% of dense), by method",
+                            "x_label": "MACs (% of dense)",
+                            "y_label": f"{task} {metric}",
                         }
                     }
                 )
     plots.append(f"{figures}/accuracy_vs_compute.png")
-    metrics = [f"{results}/{run_layout.HEADLINE_FILE}"]
+    metrics = [f"{prefix}{run_layout.run_headline(plan.name, run.name)}" for run in plan.runs()]
     document = {"stages": stages, "metrics": metrics, "plots": plots}
     header = HEADER.format(profile=plan.name, profile_file=plan.profile_file)
     return header + yaml.safe_dump(document, sort_keys=False, width=1000)
@@ -102,6 +146,46 @@ def write(plan: Plan, root: Path = Path(".")) -> Path:
 def is_current(plan: Plan, root: Path = Path(".")) -> bool:
     path = root / dvc_yaml_path(plan.name)
     return path.is_file() and path.read_text() == render(plan)
+
+
+def staleness(plan: Plan, root: Path = Path(".")) -> str | None:
+    """Why the profile's dvc.yaml is not what `pag dvc-yaml` writes now (None: it is): the
+    stages to add, remove or change, and the fix."""
+    path = root / dvc_yaml_path(plan.name)
+    fix = f"run `pag dvc-yaml --profile {plan.name}`"
+    if not path.is_file():
+        return f"{path} is missing: {fix}"
+    text = render(plan)
+    if path.read_text() == text:
+        return None
+    try:
+        old = (yaml.safe_load(path.read_text()) or {}).get("stages") or {}
+    except yaml.YAMLError:
+        old = {}
+    new = yaml.safe_load(text)["stages"]
+    changes = []
+    for verb, names in (
+        ("new", [name for name in new if name not in old]),
+        ("removed", [name for name in old if name not in new]),
+        ("changed", [name for name in new if name in old and old[name] != new[name]]),
+    ):
+        if names:
+            shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
+            changes.append(f"{verb} stages: {shown}")
+    what = f" ({'; '.join(changes)})" if changes else ""
+    return f"{path} is stale for this profile{what}: {fix}"
+
+
+def write_stamp(plan: Plan, path: Path) -> Path:
+    """The `plan` stage's output: always the same text, so a passing check reruns nothing."""
+    from pag.fileio import atomic_write
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = f"{dvc_yaml_path(plan.name)} is what `pag dvc-yaml` writes for {plan.profile_file}\n"
+    if not path.is_file() or path.read_text() != text:
+        with atomic_write(path, "w") as handle:
+            handle.write(text)
+    return path
 
 
 def _timestamps(paths: list[Path]) -> dict[Path, tuple[int, int]]:
@@ -132,6 +216,9 @@ def commit(plan: Plan, root: Path = Path(".")) -> str:
         return f"no DVC project or {dvc_file}: dvc.lock not updated"
     if not is_current(plan, root):
         return f"{dvc_file} is stale (run `pag dvc-yaml --profile {plan.name}`): not committed"
+    write_stamp(
+        plan, root / run_layout.dvc_yaml_stamp(plan.name)
+    )  # the `plan` stage's output (dvc.yaml was just found current)
     outputs = [root / path for job in plan.jobs for path in (*job.outs, *job.results)]
     stamps = _timestamps(outputs)
     done = subprocess.run(

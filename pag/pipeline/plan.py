@@ -18,6 +18,7 @@ them):
     runs/<profile>/<run>/train_metrics.json      its training metrics
     runs/<profile>/<run>/eval_<split>/samples.npz
     results/<profile>/runs/<run>/metrics.json    a run's evaluation (committed)
+    results/<profile>/runs/<run>/headline.json   its headline metrics (committed, `dvc metrics`)
     results/<profile>/summary.csv, headline.json, curves.csv
     results/<profile>/trivial.json, classical.json  the floors (committed)
     paper_figures/<profile>/...                  the report (committed)
@@ -165,6 +166,10 @@ def committed_samples(profile: Profile, run: str) -> str:
 
 def train_history(profile: Profile, run: str) -> str:
     return layout.committed_history(profile.name, run)
+
+
+def run_headline(profile: Profile, run: str) -> str:
+    return layout.run_headline(profile.name, run)
 
 
 def results_dir(profile: Profile) -> str:
@@ -454,6 +459,7 @@ def expand(profile: Profile, profile_file: str) -> Plan:
             + tuple(train_metrics(profile, run.name) for run in runs)
             + tuple(eval_samples(profile, run.name) for run in drawn),
             results=summary
+            + tuple(run_headline(profile, run.name) for run in runs)
             + tuple(train_history(profile, run.name) for run in runs)
             + tuple(committed_samples(profile, run.name) for run in drawn),
         )

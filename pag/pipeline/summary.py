@@ -11,9 +11,11 @@ and writes, atomically, into `results/<profile>/`:
   `<metric>@<rule>` rows under each task and `activity@<rule>` under `compute`; rows of
   task `training` hold the run's gradient norms (`grad_norm_last_epoch`, `grad_norm_max`, and
   the same of `decision_grad_norm`) from its training metrics;
-* `headline.json`: per run, the headline metrics and MACs as % of the dense baseline
-  (`dvc metrics show`);
-* `curves.csv`: one row per run with the headline metrics as columns (`dvc plots`).
+* `headline.json`: per run, the headline metrics and MACs as % of the dense baseline;
+* `curves.csv`: one row per run with the headline metrics as columns (`dvc plots`);
+
+and into each run's `results/<profile>/runs/<run>/headline.json` its own headline metrics, flat
+(`run_headline`): the files `dvc metrics show` lists, one row per run.
 
 A run without an evaluation, or an evaluation of another method or budget than its name says,
 is an error naming the file: a summary never silently leaves a run out. Results older than
@@ -331,10 +333,22 @@ def read_samples(plan: Plan, run: Run, root: Path = Path(".")) -> bytes:
     return path.read_bytes()
 
 
+# a run's own headline file (`dvc metrics show`: one row per file, these as its columns):
+# numbers only, its identity is its path
+RUN_HEADLINE_SKIPPED = ("run", "method", "budget", "seed", "allocation_ratio")
+
+
+def run_headline(run: dict[str, Any], columns: list[str]) -> dict[str, Any]:
+    """One run's row of `curves.csv` as its `headline.json`: MACs % of dense, the headline
+    metrics and (dynamic methods) the mean activity."""
+    return {k: run[k] for k in columns if k in run and k not in RUN_HEADLINE_SKIPPED}
+
+
 def summarize(plan: Plan, root: Path = Path(".")) -> list[Path]:
     """Write summary.csv, headline.json and curves.csv of the plan's results, and each run's
-    training history beside its evaluation; return the paths. Results older than the profile
-    are refused (`check_current`)."""
+    headline.json, training history and (each method's lowest seed) saved samples beside its
+    evaluation; return the paths. Results older than the profile are refused
+    (`check_current`)."""
     check_current(plan, root)
     rows = summary_rows(plan, root)
     histories = {
@@ -347,8 +361,9 @@ def summarize(plan: Plan, root: Path = Path(".")) -> list[Path]:
     }
     out = root / layout.results_dir(plan.profile)
     summary, headline, curves = (out / name for name in layout.SUMMARY_FILES)
+    per_run = {run.name: root / layout.run_headline(plan.profile, run.name) for run in plan.runs()}
     with locked(summary, "summary", hint="wait for the other `pag summarize`"):
-        for path in (summary, headline, curves):
+        for path in (summary, headline, curves, *per_run.values()):
             remove_temporaries(path)  # what a summary killed while writing left
         write_csv(summary, SUMMARY_COLUMNS, rows)
         columns, runs = per_run_table(rows)
@@ -360,6 +375,8 @@ def summarize(plan: Plan, root: Path = Path(".")) -> list[Path]:
             for run in runs
         }
         write_json_atomic(headline, nested)
+        for run in runs:
+            write_json_atomic(per_run[run["run"]], run_headline(run, columns))
         for path, history in histories.items():
             remove_temporaries(path)
             write_json_atomic(path, history)
@@ -367,4 +384,4 @@ def summarize(plan: Plan, root: Path = Path(".")) -> list[Path]:
             remove_temporaries(path)
             with atomic_write(path, "wb") as handle:
                 handle.write(payload)
-    return [summary, headline, curves, *histories, *samples]
+    return [summary, headline, curves, *per_run.values(), *histories, *samples]

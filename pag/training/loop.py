@@ -100,7 +100,8 @@ def train(
     observer: TrainingObserver = NO_OBSERVER,
 ) -> dict[str, Any]:
     """Train `params` in `run_dir`, resuming from `run_dir/checkpoints/last.pt` when present,
-    and return the metrics written to `run_dir/train_metrics.json`.
+    and return the metrics written to `run_dir/train_metrics.json`, with `images_per_s` from
+    `run_dir/timing.json` (timings are kept apart: `pag.run_layout`).
 
     A run dir started with other params, or whose checkpoints were made from other inputs
     (params, dataset, the checkpoint it started from: `pag.training.provenance`), is refused,
@@ -226,7 +227,11 @@ def _train_in_group(job: TrainingJob, device: torch.device, resuming_dir: bool) 
         if not resuming_dir:
             write_params(run_dir, params)
         checkpoint.remove_stale_temporaries(run_dir)
-        for path in (layout.params_file(run_dir), layout.train_metrics_file(run_dir)):
+        for path in (
+            layout.params_file(run_dir),
+            layout.train_metrics_file(run_dir),
+            layout.timing_file(run_dir),
+        ):
             remove_temporaries(path)
     else:
         stream, tty = open(os.devnull, "w"), False  # noqa: SIM115  (closed below)
@@ -260,17 +265,26 @@ def _train_in_group(job: TrainingJob, device: torch.device, resuming_dir: bool) 
         "train": state.history[-1]["train"] if state.history else {},
         "steps": state.step,
         "epochs": state.epoch,
-        "images_per_s": state.images / state.seconds if state.seconds else None,
         "history": state.history,
         "method": params.method,
         "budget": params.budget,
         "params_hash": params.digest(),
         "provenance": provenance.brief(),
     }
+    # wall-clock time goes to its own file, which no front-end tracks: train_metrics.json
+    # holds only what the params and seed decide, so an identical rerun leaves dvc.lock alone
+    timing = {
+        "images_per_s": state.images / state.seconds if state.seconds else None,
+        "images": state.images,
+        "seconds": state.seconds,
+    }
     if world.main:
+        write_json_atomic(layout.timing_file(run_dir), timing)
         write_json_atomic(layout.train_metrics_file(run_dir), metrics)
-        observer.on_end(metrics)
-    return metrics
+    reported = {**metrics, "images_per_s": timing["images_per_s"]}
+    if world.main:
+        observer.on_end(reported)
+    return reported
 
 
 def _run_epochs(

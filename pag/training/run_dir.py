@@ -114,6 +114,7 @@ def discard_run(run_dir: Path) -> None:
     """Remove a run's training state (params, checkpoints, metrics) so it can start over."""
     shutil.rmtree(layout.checkpoint_dir(run_dir), ignore_errors=True)
     layout.train_metrics_file(run_dir).unlink(missing_ok=True)
+    layout.timing_file(run_dir).unlink(missing_ok=True)
     legacy = run_dir / layout.LEGACY_TRAIN_METRICS
     if legacy.is_file() and is_legacy_metrics(legacy):
         legacy.unlink()
@@ -138,4 +139,17 @@ def finished_metrics(run_dir: Path, provenance: Provenance) -> dict[str, Any]:
             f"{path}: not the training metrics of {run_dir}'s final.pt (params_hash "
             f"{metrics.get('params_hash')!r}, final.pt's {provenance.params_hash!r})"
         )
+    if "images_per_s" not in metrics:  # an older pag wrote it into the training metrics
+        metrics["images_per_s"] = read_timing(run_dir).get("images_per_s")
     return metrics
+
+
+def read_timing(run_dir: Path) -> dict[str, Any]:
+    """How fast the run trained (`timing.json`: `images_per_s`, `images`, `seconds`), or {}
+    where it is absent or unreadable: timings are informative, never required."""
+    path = layout.timing_file(run_dir)
+    try:
+        timing = read_json(path, "timing") if path.is_file() else {}
+    except PagError:
+        return {}
+    return timing if isinstance(timing, dict) else {}
