@@ -184,6 +184,12 @@ def fake_results(plan, root: Path) -> None:
         path = root / layout.eval_metrics(plan.profile, run.name)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(evaluation))
+        train = root / layout.train_metrics(plan.profile, run.name)
+        train.parent.mkdir(parents=True, exist_ok=True)
+        train.write_text(json.dumps({"params_hash": params.digest(), "history": []}))
+        samples = root / layout.eval_samples(plan.profile, run.name)
+        samples.parent.mkdir(parents=True, exist_ok=True)
+        samples.write_bytes(b"saved samples")
 
 
 def test_summarize_and_report_name_the_runs_older_than_the_profile(tmp_path, monkeypatch, tally):
