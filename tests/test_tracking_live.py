@@ -297,7 +297,7 @@ def test_dvc_stages_of_one_invocation_share_a_parent(store, tmp_path, monkeypatc
     monkeypatch.setenv(tracking.ENABLE_ENV, "1")
     monkeypatch.delenv(tracking.PARENT_ENV, raising=False)
     marker = ["host:100:1"]
-    monkeypatch.setattr(tracking, "dvc_invocation", lambda: marker[0])
+    monkeypatch.setattr(tracking.pipeline, "dvc_invocation", lambda: marker[0])
     ids = []
     for name in ("a", "b"):
         write_train_run(tmp_path / name)
