@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
 import click
 
-from pag.cli_options import FILE, FOLDER, data_root_option
+from pag.cli_options import FILE, FOLDER, data_hint, data_root_option
 
 
 @click.command("evaluate")
@@ -90,18 +91,19 @@ def evaluate(
     from pag.training.evaluate import evaluate as evaluate_run
 
     started = int(time.time() * 1000)  # the MLflow run's start
-    metrics = evaluate_run(
-        run_dir,
-        split,
-        out=out,
-        data_root=root,
-        save=save,
-        device=device,
-        samples=samples,
-        sparse=sparse,
-        gate_rules=tuple(r.strip() for r in gate_rules.split(",") if r.strip()),
-        gate_rule=gate_rule,
-    )
+    with _profile_hint(run_dir):
+        metrics = evaluate_run(
+            run_dir,
+            split,
+            out=out,
+            data_root=root,
+            save=save,
+            device=device,
+            samples=samples,
+            sparse=sparse,
+            gate_rules=tuple(r.strip() for r in gate_rules.split(",") if r.strip()),
+            gate_rule=gate_rule,
+        )
     from pag.run_layout import eval_metrics_file
     from pag.tracking import track_job  # MLflow mirrors the finished job; it cannot fail it
     from pag.training.evaluate import load_run
@@ -118,3 +120,20 @@ def evaluate(
     keys = ("split", "num_images", "method", "budget", "macs", "activity", "latency")
     summary = {k: metrics[k] for k in keys if k in metrics}
     click.echo(json.dumps({"run": str(run_dir), **summary}))
+
+
+def _profile_hint(run_dir: Path):
+    """A missing dataset's hint for the profile a pipeline run belongs to (its params'
+    `experiment`, where params/<experiment>.yaml exists); none for other runs."""
+    from pag.errors import PagError
+    from pag.pipeline.plan import load_plan, profile_path
+    from pag.training.run_dir import read_run_params
+
+    try:
+        params = read_run_params(Path(run_dir))
+        profile = params.experiment if params is not None else None
+        if profile and Path(profile_path(profile)).is_file():
+            return data_hint(load_plan(profile))
+    except PagError:
+        pass  # the evaluation itself names what is wrong with the run directory
+    return contextlib.nullcontext()

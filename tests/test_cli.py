@@ -198,3 +198,17 @@ def test_data_synth_with_a_profile_renders_what_it_needs(tmp_path, monkeypatch):
     refused = pag_cli(["data", "synth", "--profile", "tiny", "--num", "3"])
     assert refused.code != 0 and "--profile sets --out, --num" in refused.err
     assert pag_cli(["data", "synth"]).code != 0
+
+
+def test_evaluating_a_pipeline_run_without_its_data_names_the_profiles_command(
+    tmp_path, monkeypatch
+):
+    """`pag evaluate --run DIR` knows its profile from the run's params (`experiment`)."""
+    _tiny_project(tmp_path, monkeypatch)
+    assert pag_cli(["data", "synth", "--profile", "tiny"]).code == 0
+    trained = pag_cli(["train", "--profile", "tiny", "--run", "dense-s0", "--out", "runs/r"])
+    assert trained.code == 0, trained.err
+    shutil.rmtree(tmp_path / "data")
+    result = pag_cli(["evaluate", "--run", "runs/r", "--split", "val"])
+    assert result.code == 1
+    assert "profile tiny makes it with `pag data synth --out data/tiny/synthetic" in result.err
