@@ -10,23 +10,22 @@ def multipool_blocks(model) -> list[str]:
     return [name for name, block in model.blocks() if hasattr(block.conv2, "multipool")]
 
 
-def apply_mp_pag(model, budget, *, multipool_block, dilations, **_) -> None:
-    from pag.models.multipool import apply_multipool
+def multipool(average: bool):
+    """The `apply` of a MultiPool method: attention chooses a branch per pixel, or averages."""
 
-    apply_multipool(model, multipool_block, dilations, average=False)
+    def apply(model, budget, *, multipool_block, dilations, **_) -> None:
+        from pag.models.multipool import apply_multipool
 
+        apply_multipool(model, multipool_block, dilations, average=average)
 
-def apply_multipool_avg(model, budget, *, multipool_block, dilations, **_) -> None:
-    from pag.models.multipool import apply_multipool
-
-    apply_multipool(model, multipool_block, dilations, average=True)
+    return apply
 
 
 register(
     Method(
         "mp_pag",
         Style("MP-PAG", COLORBLIND[4], "D", "none"),
-        apply=apply_mp_pag,
+        apply=multipool(average=False),
         model_keys=_MODEL_KEYS,
         controlled_blocks=multipool_blocks,
         sparse=True,
@@ -42,7 +41,7 @@ register(
     Method(
         "multipool_avg",
         Style("MultiPool (avg)", COLORBLIND[5], "s", "none"),
-        apply=apply_multipool_avg,
+        apply=multipool(average=True),
         model_keys=_MODEL_KEYS,
         multipool=True,
         order=2,

@@ -89,18 +89,18 @@ def _groups(
     return records
 
 
-def _values(df: pd.DataFrame, runs: pd.Index, task: str, metric: str) -> np.ndarray:
-    rows = df[df["run"].isin(runs) & (df["task"] == task) & (df["metric"] == metric)]
-    return rows["value"].to_numpy(dtype=float)
-
-
-def _cell(df: pd.DataFrame, runs: pd.Index, task: str, metric: str) -> str:
-    values = _values(df, runs, task, metric)
-    return "—" if values.size == 0 else _mean_sd(values)
-
-
-def _mean(values: np.ndarray) -> float:
-    return float(values.mean()) if values.size else math.nan
+def _metric_cells(
+    df: pd.DataFrame, runs: pd.Index, metrics: list[tuple[str, str]]
+) -> tuple[list[str], list[float]]:
+    """Per (task, metric): the cell ("mean ± s.d.", "—" without values) and the mean (NaN
+    without values) over the runs, from one selection of their rows."""
+    cells, means = [], []
+    for task, metric in metrics:
+        rows = df[df["run"].isin(runs) & (df["task"] == task) & (df["metric"] == metric)]
+        values = rows["value"].to_numpy(dtype=float)
+        cells.append("—" if values.size == 0 else _mean_sd(values))
+        means.append(float(values.mean()) if values.size else math.nan)
+    return cells, means
 
 
 def best_rows(means: list[float | None], metric: str, among: list[str] | None = None) -> set[int]:
@@ -146,15 +146,15 @@ def summary_table(data: ReportData) -> Table:
     header += [f"{t}: {metric_label(m)}" for t, m in metrics]
     rows, means, row_datasets = [], [], []
     for dataset, method, budget, group in _groups(df):
-        mine = df[df["dataset"] == dataset]
-        means.append([_mean(_values(mine, group.index, t, m)) for t, m in metrics])
+        cells, row_means = _metric_cells(df[df["dataset"] == dataset], group.index, metrics)
+        means.append(row_means)
         row_datasets.append(dataset)
         row = [
             method_label(method),
             "—" if math.isnan(budget) else f"{budget:g}",
             str(group["seed"].nunique()),
             f"{group['macs_pct'].mean():.1f}",
-            *(_cell(df[df["dataset"] == dataset], group.index, t, m) for t, m in metrics),
+            *cells,
         ]
         rows.append([dataset, *row] if len(datasets) > 1 else row)
     first = 4
@@ -192,8 +192,8 @@ def multipool_table(data: ReportData) -> Table:
     header += [f"{t}: {metric_label(m)}" for t, m in metrics]
     rows, groups, means = [], [], []
     for dataset, method, _budget, group in _groups(df, [registry.baseline().name, *multipool]):
-        mine = df[df["dataset"] == dataset]
-        means.append([_mean(_values(mine, group.index, t, m)) for t, m in metrics])
+        cells, row_means = _metric_cells(df[df["dataset"] == dataset], group.index, metrics)
+        means.append(row_means)
         rows.append(
             [
                 method_label(method)
@@ -202,7 +202,7 @@ def multipool_table(data: ReportData) -> Table:
                 str(group["seed"].nunique()),
                 format_macs(group["effective_macs"].mean()),
                 f"{group['macs_pct'].mean():.1f}",
-                *(_cell(df[df["dataset"] == dataset], group.index, t, m) for t, m in metrics),
+                *cells,
             ]
         )
         groups.append(dataset)
